@@ -1,0 +1,10 @@
+"""wardrobe: from folders of clothing photos to accurate, fast image classifiers."""
+
+from wardrobe.data import DataOptions, load_dataset
+from wardrobe.errors import WardrobeError
+from wardrobe.evaluation import evaluate
+from wardrobe.inference import Classifier, predict
+from wardrobe.training import train
+
+__version__ = "0.1.0"
+__all__ = ["Classifier", "DataOptions", "WardrobeError", "evaluate", "load_dataset", "predict", "train"]

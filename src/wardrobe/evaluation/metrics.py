@@ -1,0 +1,55 @@
+"""Classification metrics from true labels and predicted probabilities (scikit-learn underneath)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import (accuracy_score, average_precision_score, confusion_matrix, f1_score,
+                             precision_recall_fscore_support)
+
+
+def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+    """``y_true``: class indices into ``classes``; ``probs``: [N, len(classes)].
+
+    Macro averages run over the classes that occur in the truth or the predictions (a class the
+    model never predicts but that is present counts as F1 0). mAP averages one-vs-rest average
+    precision over the classes present in the truth; AP is undefined for the others.
+    """
+    y_true = np.asarray(y_true, dtype=int)
+    probs = np.asarray(probs, dtype=np.float64)
+    k = len(classes)
+    if len(y_true) == 0:
+        raise ValueError("no images to evaluate")
+    y_pred = probs.argmax(1)
+    labels = sorted(set(y_true.tolist()) | set(y_pred.tolist()))
+    prec, rec, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=list(range(k)),
+                                                             zero_division=0)
+    ap = np.full(k, np.nan)
+    for c in range(k):
+        positives = y_true == c
+        if positives.any():
+            ap[c] = average_precision_score(positives, probs[:, c])
+    topk = min(3, k)
+    top3 = np.argsort(-probs, axis=1)[:, :topk]
+    cm = confusion_matrix(y_true, y_pred, labels=list(range(k)))
+    return {
+        "n_images": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "f1_macro": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "f1_weighted": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
+        "map_macro": float(np.nanmean(ap)),
+        "top3_accuracy": float((top3 == y_true[:, None]).any(1).mean()),
+        "per_class": {
+            classes[c]: {"precision": float(prec[c]), "recall": float(rec[c]), "f1": float(f1[c]),
+                         "support": int(support[c]), "ap": None if np.isnan(ap[c]) else float(ap[c])}
+            for c in range(k)
+        },
+        "confusion_matrix": cm.tolist(),
+        "classes": list(classes),
+    }
+
+
+SUMMARY_KEYS = ("accuracy", "f1_macro", "f1_weighted", "map_macro", "top3_accuracy", "n_images")
+
+
+def summary(metrics: dict) -> dict:
+    return {k: metrics[k] for k in SUMMARY_KEYS if k in metrics}

@@ -1,0 +1,99 @@
+"""A trained model, loaded from its file, ready to label photos."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from wardrobe.data.cache import file_digest
+from wardrobe.data.images import ImageError, load_image
+from wardrobe.data.loader import iter_pixel_batches
+from wardrobe.models.modelfile import load_model, resolve_model_path
+from wardrobe.models.runtime import make_runner
+from wardrobe.transforms import Preprocess
+from wardrobe.ui import progress
+
+
+class Classifier:
+    def __init__(self, model: torch.nn.Module, meta: dict, runtime: str = "auto", key: dict | None = None):
+        self.model = model
+        self.meta = meta
+        self.classes: list[str] = list(meta["classes"])
+        self.preprocess = Preprocess.from_dict(meta["preprocess"])
+        self.temperature = float(meta.get("temperature", 1.0))
+        self._key = key or {"model": id(model)}
+        self._runtime = runtime
+        self._runner = None
+
+    @classmethod
+    def load(cls, path: str | Path, runtime: str = "auto") -> "Classifier":
+        path = resolve_model_path(path)
+        model, meta = load_model(path)
+        return cls(model, meta, runtime, key={"model_file": file_digest(path)})
+
+    @property
+    def runner(self):
+        if self._runner is None:
+            self._runner = make_runner(self.model, self.preprocess.input_size, self._key, self._runtime)
+        return self._runner
+
+    def _probs(self, pixels: torch.Tensor) -> np.ndarray:
+        logits = torch.from_numpy(np.asarray(self.runner(self.preprocess.normalize(pixels)), dtype=np.float32))
+        return torch.softmax(logits / self.temperature, dim=1).numpy()
+
+    def predict_proba(self, paths: Sequence[str | Path], batch_size: int = 32, workers: int | None = None,
+                      show_progress: bool = True, description: str = "predict") -> tuple[np.ndarray, dict[int, str]]:
+        """Probabilities [N, classes] (NaN rows where a file failed) and {index: reason}."""
+        out = np.full((len(paths), len(self.classes)), np.nan, dtype=np.float32)
+        errors: dict[int, str] = {}
+        with progress(show_progress and len(paths) > batch_size) as bar:
+            task = bar.add_task(description, total=len(paths), rate="")
+            for idx, pixels, bad in iter_pixel_batches(paths, self.preprocess, batch_size, workers):
+                errors.update(dict(bad))
+                if len(idx):
+                    out[idx.numpy()] = self._probs(pixels)
+                bar.update(task, advance=len(idx) + len(bad))
+        return out, errors
+
+    def predict(self, images: Sequence[str | Path | Image.Image], top_k: int = 3, batch_size: int = 32,
+                show_progress: bool = False) -> list[dict]:
+        """One dict per image: ``label``, ``prob``, ``top_k`` [(label, prob)...], ``error``."""
+        top_k = max(1, min(top_k, len(self.classes)))
+        results: list[dict] = [{} for _ in images]
+        paths = [(i, p) for i, p in enumerate(images) if not isinstance(p, Image.Image)]
+        pil = [(i, p) for i, p in enumerate(images) if isinstance(p, Image.Image)]
+        probs = np.full((len(images), len(self.classes)), np.nan, dtype=np.float32)
+        errors: dict[int, str] = {}
+        if paths:
+            p, e = self.predict_proba([p for _, p in paths], batch_size, show_progress=show_progress)
+            for j, (i, _) in enumerate(paths):
+                probs[i] = p[j]
+                if j in e:
+                    errors[i] = e[j]
+        for start in range(0, len(pil), batch_size):
+            chunk = pil[start:start + batch_size]
+            pixels = torch.stack([self.preprocess.pixels(_rgb(img)) for _, img in chunk])
+            probs[[i for i, _ in chunk]] = self._probs(pixels)
+        for i, img in enumerate(images):
+            name = getattr(img, "filename", None) or ("<image>" if isinstance(img, Image.Image) else str(img))
+            if i in errors:
+                results[i] = {"path": name, "label": None, "prob": None, "top_k": [], "error": errors[i]}
+                continue
+            order = np.argsort(-probs[i])[:top_k]
+            top = [(self.classes[c], float(probs[i, c])) for c in order]
+            results[i] = {"path": name, "label": top[0][0], "prob": top[0][1], "top_k": top, "error": None}
+        return results
+
+
+def _rgb(img: Image.Image) -> Image.Image:
+    from wardrobe.data.images import _to_rgb
+    from PIL import ImageOps
+
+    return _to_rgb(ImageOps.exif_transpose(img))
+
+
+__all__ = ["Classifier", "ImageError", "load_image"]

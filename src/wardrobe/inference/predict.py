@@ -1,0 +1,70 @@
+"""``wardrobe.predict``: label files, folders (recursive) and globs; write CSV or JSON."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+from pathlib import Path
+
+from wardrobe.data.images import is_image_file
+from wardrobe.data.sources import _iter_images
+from wardrobe.errors import WardrobeError
+from wardrobe.inference.classifier import Classifier
+
+
+def expand_paths(inputs: list[str | Path]) -> list[Path]:
+    """Files as given (even with an odd extension: they get an error row if not images), folders
+    searched recursively for images, glob patterns expanded. Order kept, duplicates dropped."""
+    out: list[Path] = []
+    for item in inputs:
+        text = str(item)
+        p = Path(text).expanduser()
+        if p.is_dir():
+            out.extend(_iter_images(p))
+        elif p.is_file():
+            out.append(p)
+        elif any(ch in text for ch in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
+            files = [m for m in matches if m.is_file() and is_image_file(m)]
+            for m in matches:
+                if m.is_dir():
+                    files.extend(_iter_images(m))
+            if not files:
+                raise WardrobeError(f"{text}: pattern matches no image")
+            out.extend(files)
+        else:
+            out.append(p)  # reported as "missing file" in its own row, not a crash
+    seen: set[Path] = set()
+    return [p for p in out if not (p in seen or seen.add(p))]
+
+
+def predict(model: str | Path | Classifier, paths: list[str | Path], top_k: int = 3, batch_size: int = 32,
+            runtime: str = "auto", show_progress: bool = True) -> list[dict]:
+    clf = model if isinstance(model, Classifier) else Classifier.load(model, runtime=runtime)
+    files = expand_paths(paths)
+    if not files:
+        raise WardrobeError("no images to label")
+    return clf.predict(files, top_k=top_k, batch_size=batch_size, show_progress=show_progress)
+
+
+def format_rows(rows: list[dict], fmt: str, top_k: int) -> str:
+    if fmt == "json":
+        return json.dumps([{"path": r["path"], "label": r["label"], "prob": r["prob"],
+                            "top_k": [{"label": l, "prob": p} for l, p in r["top_k"]], "error": r["error"]}
+                           for r in rows], indent=2) + "\n"
+    if fmt != "csv":
+        raise WardrobeError(f"--format must be csv or json, not '{fmt}'")
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", *[f"{k}{i}" for i in range(1, top_k + 1) for k in ("label_", "prob_")], "error"])
+    for r in rows:
+        cells = []
+        for i in range(top_k):
+            if i < len(r["top_k"]):
+                cells += [r["top_k"][i][0], f"{r['top_k'][i][1]:.6f}"]
+            else:
+                cells += ["", ""]
+        w.writerow([r["path"], *cells, r["error"] or ""])
+    return buf.getvalue()

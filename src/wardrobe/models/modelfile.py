@@ -1,0 +1,109 @@
+"""The model file: one safetensors file holding weights and a JSON description of everything needed
+to use them (classes, preprocessing, architecture, versions, training metrics).
+
+safetensors stores tensors and strings only, so loading a model never unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+from wardrobe.errors import WardrobeError
+
+FORMAT = "wardrobe-model"
+FORMAT_VERSION = 1
+MODEL_FILENAME = "model.safetensors"
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def package_versions() -> dict:
+    return {p: _version(p) for p in ("wardrobe", "torch", "torchvision", "timm", "onnxruntime")} | {
+        "python": platform.python_version()}
+
+
+def build_classifier(arch: str, num_classes: int) -> torch.nn.Module:
+    import timm
+
+    return timm.create_model(arch, pretrained=False, num_classes=num_classes)
+
+
+def save_model(path: str | Path, model: torch.nn.Module, meta: dict) -> Path:
+    path = Path(path)
+    if path.is_dir() or path.suffix == "":
+        path = path / MODEL_FILENAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    full = {"format": FORMAT, "format_version": FORMAT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "versions": package_versions(), **meta}
+    for required in ("arch", "classes", "preprocess"):
+        if required not in full:
+            raise ValueError(f"model metadata needs '{required}'")
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(state, str(tmp), metadata={"wardrobe": json.dumps(full)})
+    tmp.replace(path)
+    return path
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    if path.is_dir():
+        candidate = path / MODEL_FILENAME
+        if not candidate.is_file():
+            raise WardrobeError(f"{path}: no {MODEL_FILENAME} in this folder (is it a wardrobe run folder?)")
+        return candidate
+    if not path.is_file():
+        raise WardrobeError(f"{path}: model file not found")
+    return path
+
+
+def read_meta(path: str | Path) -> dict:
+    path = resolve_model_path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("wardrobe")
+    except (SafetensorError, OSError, ValueError, Exception) as exc:  # noqa: BLE001 - any parse failure means "not ours"
+        if isinstance(exc, WardrobeError):
+            raise
+        raise WardrobeError(f"{path}: not a wardrobe model file (cannot read it as safetensors)") from None
+    if not raw:
+        raise WardrobeError(f"{path}: not a wardrobe model file (no wardrobe metadata)")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError:
+        raise WardrobeError(f"{path}: damaged wardrobe model file (metadata is not JSON)") from None
+    if meta.get("format") != FORMAT:
+        raise WardrobeError(f"{path}: not a wardrobe model file (format {meta.get('format')!r})")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        made_by = (meta.get("versions") or {}).get("wardrobe", "?")
+        raise WardrobeError(f"{path}: model file format {version} (made by wardrobe {made_by}) is not supported by "
+                            f"this wardrobe ({_version('wardrobe')}, format {FORMAT_VERSION}); "
+                            "use a matching wardrobe version or retrain")
+    return meta
+
+
+def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
+    path = resolve_model_path(path)
+    meta = read_meta(path)
+    model = build_classifier(meta["arch"], len(meta["classes"]))
+    state = load_file(str(path))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise WardrobeError(f"{path}: weights do not match architecture {meta['arch']} "
+                            f"({len(missing)} missing, {len(unexpected)} unexpected tensors)")
+    return model.eval(), meta

@@ -1,0 +1,100 @@
+"""Backbones by name: offline EfficientNet-Lite, or any timm architecture for online users."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+import torch
+
+from wardrobe.errors import WardrobeError
+from wardrobe.models.lite import LITE_INPUT_SIZE, LITE_MEAN, LITE_PACKAGES, LITE_STD, lite_state_dict
+from wardrobe.transforms import Preprocess
+
+ALIASES = {}
+for _name, (_arch, _pkg, _cls) in LITE_PACKAGES.items():
+    ALIASES[_arch] = _name
+    ALIASES[_name.replace("efficientnet_", "")] = _name
+    ALIASES[_name.replace("_", "-")] = _name
+
+OFFLINE_MODELS = tuple(LITE_PACKAGES)
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+
+@dataclass
+class Backbone:
+    name: str  # wardrobe's name (efficientnet_lite0) or the timm name
+    arch: str  # timm architecture to rebuild it
+    model: torch.nn.Module  # timm model; num_classes=0 gives pooled embeddings
+    preprocess: Preprocess
+    weights: str  # where the weights came from, for the model file and cache keys
+
+    @property
+    def num_features(self) -> int:
+        return self.model.num_features
+
+
+def canonical_name(name: str) -> str:
+    return ALIASES.get(name, name)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def create_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True) -> Backbone:
+    import timm
+
+    name = canonical_name(name)
+    if name in LITE_PACKAGES:
+        arch = LITE_PACKAGES[name][0]
+        model = timm.create_model(arch, pretrained=False)
+        weights = "random"
+        if pretrained:
+            model.load_state_dict(lite_state_dict(name))
+            weights = f"{LITE_PACKAGES[name][1]}==0.1.0"
+        model.reset_classifier(0)
+        pre = Preprocess(input_size=LITE_INPUT_SIZE[name], mean=LITE_MEAN, std=LITE_STD)
+        return Backbone(name, arch, model.eval(), pre, weights)
+    if not timm.is_model(name):
+        raise WardrobeError(f"unknown model '{name}'; 'wardrobe models' lists them "
+                            f"(offline pretrained: {', '.join(OFFLINE_MODELS)})")
+    model = _create_timm(name, pretrained)
+    cfg = model.pretrained_cfg
+    pre = Preprocess(input_size=int(cfg.get("input_size", (3, 224, 224))[-1]),
+                     crop_pct=float(cfg.get("crop_pct", 0.875)),
+                     interpolation=cfg.get("interpolation", "bicubic") if cfg.get("interpolation") in
+                     ("bicubic", "bilinear", "nearest") else "bilinear",
+                     mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))), std=tuple(cfg.get("std", (0.229, 0.224, 0.225))))
+    weights = (cfg.get("hf_hub_id") or cfg.get("url") or "timm") if pretrained else "random"
+    return Backbone(name, name, model.eval(), pre, weights)
+
+
+def _create_timm(name: str, pretrained: bool) -> torch.nn.Module:
+    import timm
+
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, num_classes=0)
+    offline_msg = (f"{name}: pretrained weights cannot be downloaded (no connection to the model hub); "
+                   f"models that work offline: {', '.join(OFFLINE_MODELS)}")
+    if not _hub_reachable():
+        # Without this, the hub client retries for about a minute before giving up.
+        import huggingface_hub.constants as hf_constants
+
+        saved = hf_constants.HF_HUB_OFFLINE
+        hf_constants.HF_HUB_OFFLINE = True
+        try:
+            return timm.create_model(name, pretrained=True, num_classes=0)
+        except Exception:
+            raise WardrobeError(offline_msg) from None
+        finally:
+            hf_constants.HF_HUB_OFFLINE = saved
+    try:
+        return timm.create_model(name, pretrained=True, num_classes=0)
+    except (OSError, RuntimeError) as exc:
+        raise WardrobeError(f"{name}: could not download pretrained weights ({exc}); "
+                            f"models that work offline: {', '.join(OFFLINE_MODELS)}") from None

@@ -1,0 +1,76 @@
+"""Embeddings of a frozen backbone, extracted once and cached by file content."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from wardrobe.data.cache import EmbeddingCache, file_digest
+from wardrobe.data.loader import iter_pixel_batches
+from wardrobe.models.registry import Backbone
+from wardrobe.models.runtime import make_runner
+from wardrobe.ui import info, progress
+
+
+def embedding_cache_key(backbone: Backbone) -> dict:
+    return {"backbone": backbone.name, "arch": backbone.arch, "weights": backbone.weights,
+            "preprocess": backbone.preprocess.to_dict(), "kind": "pooled-embedding-v1"}
+
+
+def extract_embeddings(paths: Sequence[str | Path], backbone: Backbone, batch_size: int = 32,
+                       workers: int | None = None, runtime: str = "auto", use_cache: bool = True,
+                       show_progress: bool = True) -> tuple[np.ndarray, dict[int, str], dict]:
+    """Returns (embeddings [N, D] with NaN rows for failed files, {index: reason}, stats)."""
+    t0 = time.perf_counter()
+    n = len(paths)
+    dim = backbone.num_features
+    out = np.full((n, dim), np.nan, dtype=np.float32)
+    errors: dict[int, str] = {}
+    cache = EmbeddingCache(embedding_cache_key(backbone)) if use_cache else None
+    digests = [file_digest(p) for p in paths]
+    todo: list[int] = []
+    for i, d in enumerate(digests):
+        if d is None:
+            errors[i] = "missing file" if not Path(paths[i]).exists() else "cannot read file"
+        elif cache is not None and d in cache.feats:
+            out[i] = cache.feats[d]
+        elif cache is not None and d in cache.bad:
+            errors[i] = cache.bad[d]
+        else:
+            todo.append(i)
+    hits = n - len(todo) - sum(1 for i in errors if digests[i] is None)
+    if todo:
+        info(f"extracting {backbone.name} embeddings for {len(todo)} photos ({hits} cached)")
+        key = embedding_cache_key(backbone)
+        runner = make_runner(backbone.model, backbone.preprocess.input_size, key, runtime)
+        done = 0
+        t1 = time.perf_counter()
+        with progress(show_progress) as bar:
+            task = bar.add_task("embeddings", total=len(todo), rate="")
+            for idx, pixels, bad in iter_pixel_batches([paths[i] for i in todo], backbone.preprocess,
+                                                       batch_size, workers):
+                for j, reason in bad:
+                    i = todo[j]
+                    errors[i] = reason
+                    if cache is not None:
+                        cache.put_bad(digests[i], reason)
+                if len(idx):
+                    feats = runner(backbone.preprocess.normalize(pixels)).reshape(len(idx), -1)
+                    for j, vec in zip(idx.tolist(), feats):
+                        i = todo[j]
+                        out[i] = vec
+                        if cache is not None:
+                            cache.put(digests[i], vec)
+                done += len(idx) + len(bad)
+                bar.update(task, advance=len(idx) + len(bad),
+                           rate=f"{done / max(time.perf_counter() - t1, 1e-9):.0f} photos/s")
+                # Flush now and then so an interrupted extraction keeps what it finished.
+                if cache is not None and cache.pending >= 1024:
+                    cache.flush()
+        if cache is not None:
+            cache.flush()
+    stats = {"n": n, "cached": hits, "extracted": len(todo), "seconds": round(time.perf_counter() - t0, 2)}
+    return out, errors, stats

@@ -1,0 +1,66 @@
+"""Probe mode: frozen backbone, cached embeddings, multinomial logistic regression on top."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+
+DEFAULT_CS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+
+
+def fit_linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+                     num_classes: int, cs=DEFAULT_CS, seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Multinomial logistic regression on standardised embeddings; the inverse regularisation C is
+    the one with the best validation log-loss. Standardisation is folded into the returned weights,
+    so the head is one plain linear layer on raw embeddings: logits = x @ W.T + b."""
+    mean = x_train.mean(0)
+    std = x_train.std(0) + 1e-6
+    xt = (x_train - mean) / std
+    xv = (x_val - mean) / std
+    best = None
+    history = []
+    for c in cs:
+        clf = LogisticRegression(C=c, max_iter=300, tol=1e-4, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(xt, y_train)
+        probs = _full_probs(clf, xv, num_classes)
+        loss = float(-np.log(np.clip(probs[np.arange(len(y_val)), y_val], 1e-12, None)).mean()) if len(y_val) else 0.0
+        acc = float((probs.argmax(1) == y_val).mean()) if len(y_val) else 0.0
+        history.append({"C": c, "val_log_loss": round(loss, 5), "val_accuracy": round(acc, 5)})
+        if best is None or loss < best[0]:
+            best = (loss, c, clf)
+    _, c, clf = best
+    w = np.zeros((num_classes, x_train.shape[1]), dtype=np.float64)
+    b = np.full(num_classes, -1e4, dtype=np.float64)  # classes absent from training are never predicted
+    coef, intercept = _full_coef(clf)
+    w[clf.classes_] = coef / std
+    b[clf.classes_] = intercept - (coef / std) @ mean
+    return w.astype(np.float32), b.astype(np.float32), {"C": c, "search": history}
+
+
+def _full_coef(clf: LogisticRegression) -> tuple[np.ndarray, np.ndarray]:
+    if len(clf.classes_) == 2:
+        # sklearn keeps one row for two classes; the softmax equivalent is +/- half of it.
+        return np.vstack([-clf.coef_[0] / 2, clf.coef_[0] / 2]), np.array([-clf.intercept_[0] / 2, clf.intercept_[0] / 2])
+    return clf.coef_, clf.intercept_
+
+
+def _full_probs(clf: LogisticRegression, x: np.ndarray, num_classes: int) -> np.ndarray:
+    out = np.zeros((len(x), num_classes))
+    out[:, clf.classes_] = clf.predict_proba(x)
+    return out
+
+
+def attach_linear_head(model: torch.nn.Module, w: np.ndarray, b: np.ndarray) -> torch.nn.Module:
+    """Give a timm backbone (num_classes=0) a linear classifier with these weights."""
+    model.reset_classifier(w.shape[0])
+    head = model.get_classifier()
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(w))
+        head.bias.copy_(torch.from_numpy(b))
+    return model.eval()

@@ -1,0 +1,110 @@
+"""``wardrobe.train``: from DATA to a run folder with a model file, its config and its metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from wardrobe.data import DataOptions, assign_splits, load_dataset
+from wardrobe.errors import WardrobeError
+from wardrobe.evaluation.metrics import compute_metrics, summary
+from wardrobe.models.modelfile import MODEL_FILENAME, save_model
+from wardrobe.models.registry import DEFAULT_BACKBONE, create_backbone
+from wardrobe.training.embeddings import extract_embeddings
+from wardrobe.training.probe import DEFAULT_CS, attach_linear_head, fit_linear_probe
+from wardrobe.ui import info, warn
+
+MODES = ("probe",)
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    model_path: Path
+    metrics: dict
+    config: dict
+
+
+def train(data: str | Path, out: str | Path, mode: str = "probe", model: str = DEFAULT_BACKBONE,
+          data_options: DataOptions | None = None, val_ratio: float = 0.15, test_ratio: float = 0.0,
+          seed: int = 0, batch_size: int = 32, workers: int | None = None, runtime: str = "auto",
+          cs: tuple[float, ...] = DEFAULT_CS, use_cache: bool = True, show_progress: bool = True,
+          **data_overrides) -> TrainResult:
+    """Train a classifier on DATA and write OUT/{model.safetensors, config.json, metrics.json}."""
+    t0 = time.perf_counter()
+    if mode not in MODES:
+        raise WardrobeError(f"--mode {mode}: not available (modes: {', '.join(MODES)})")
+    out = Path(out)
+    opts = data_options or DataOptions()
+    ds = load_dataset(data, opts, **data_overrides)
+    ds = assign_splits(ds, val_ratio=val_ratio, test_ratio=test_ratio, seed=seed)
+    classes = ds.classes
+    if len(classes) < 2:
+        raise WardrobeError(f"{ds.name}: needs at least 2 classes to train, found {len(classes)} ({', '.join(classes)})")
+    train_recs, val_recs = ds.split("train"), ds.split("validation")
+    if not val_recs:
+        raise WardrobeError(f"{ds.name}: the validation split is empty")
+    info(f"{ds.name}: {len(ds.records)} photos, {len(classes)} classes "
+         f"(train {len(train_recs)}, validation {len(val_recs)}, test {len(ds.split('test'))})")
+    if len(ds.skipped):
+        warn(ds.skipped.summary())
+
+    backbone = create_backbone(model, pretrained=True)
+    recs = train_recs + val_recs
+    feats, errors, stats = extract_embeddings([r.path for r in recs], backbone, batch_size, workers, runtime,
+                                              use_cache=use_cache, show_progress=show_progress)
+    for i, reason in sorted(errors.items()):
+        ds.skipped.add(recs[i].path, reason)  # raises under --strict
+    if errors:
+        warn(f"{len(errors)} photos could not be used: " + ds.skipped.summary())
+    index = {c: i for i, c in enumerate(classes)}
+    ok = np.array([i not in errors for i in range(len(recs))])
+    y = np.array([index[r.label] for r in recs])
+    n_tr = len(train_recs)
+    tr, va = ok.copy(), ok.copy()
+    tr[n_tr:] = False
+    va[:n_tr] = False
+    empty = [c for c in classes if not (y[tr] == index[c]).any()]
+    if empty:
+        raise WardrobeError(f"{ds.name}: class {', '.join(map(repr, empty))} has no usable training photo")
+
+    t_fit = time.perf_counter()
+    w, b, search = fit_linear_probe(feats[tr], y[tr], feats[va], y[va], len(classes), cs=cs, seed=seed)
+    fit_seconds = time.perf_counter() - t_fit
+    val_probs = _softmax(feats[va] @ w.T + b)
+    metrics = compute_metrics(y[va], val_probs, classes)
+    info(f"validation accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['f1_macro']:.4f} "
+         f"(C={search['C']}, {n_tr - int((~ok[:n_tr]).sum())} training photos)")
+
+    net = attach_linear_head(backbone.model, w, b)
+    config = {
+        "mode": mode, "model": backbone.name, "data": str(data), "data_options": opts.to_dict(),
+        "dataset": ds.description, "val_ratio": val_ratio, "test_ratio": test_ratio, "seed": seed,
+        "batch_size": batch_size, "runtime": runtime, "preprocess": backbone.preprocess.to_dict(),
+        "head": {"type": "logistic_regression", "C_grid": list(cs), **search},
+    }
+    timings = {"total_seconds": round(time.perf_counter() - t0, 2), "fit_seconds": round(fit_seconds, 2),
+               "embeddings": stats}
+    result_metrics = {"split": "validation", **metrics, "timings": timings,
+                      "counts": {"train": int(tr.sum()), "validation": int(va.sum())},
+                      "skipped": ds.skipped.to_dict()}
+    meta = {"arch": backbone.arch, "backbone": backbone.name, "weights": backbone.weights, "mode": mode,
+            "classes": classes, "preprocess": backbone.preprocess.to_dict(), "temperature": 1.0,
+            "metrics": {"validation": summary(metrics)}, "train_config": config}
+    out.mkdir(parents=True, exist_ok=True)
+    model_path = save_model(out / MODEL_FILENAME, net, meta)
+    (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    result_metrics["timings"]["total_seconds"] = round(time.perf_counter() - t0, 2)
+    (out / "metrics.json").write_text(json.dumps(result_metrics, indent=2))
+    info(f"wrote {model_path} ({result_metrics['timings']['total_seconds']:.1f} s)")
+    return TrainResult(out, model_path, result_metrics, config)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)

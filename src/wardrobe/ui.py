@@ -1,0 +1,26 @@
+"""Console output shared by the API and CLI: messages and progress go to stderr, results to stdout."""
+
+from __future__ import annotations
+
+import os
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console(stderr=True, highlight=False)
+
+
+def progress(enabled: bool = True) -> Progress:
+    quiet = os.environ.get("WARDROBE_QUIET") == "1"
+    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=console, disable=quiet or not enabled, transient=False)
+
+
+def info(msg: str) -> None:
+    if os.environ.get("WARDROBE_QUIET") != "1":
+        console.print(msg)
+
+
+def warn(msg: str) -> None:
+    console.print(f"[yellow]warning:[/yellow] {msg}")
