@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from wardrobe.errors import WardrobeError
-from wardrobe.ui import console
+from wardrobe.ui import console, results
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, evaluate and use clothing-photo classifiers.")
@@ -90,7 +90,7 @@ def train(
     result = train_api(data, out, mode=mode, model=model, data_options=opts, val_ratio=val_ratio,
                        test_ratio=test_ratio, seed=seed, batch_size=batch_size, workers=workers, runtime=runtime,
                        use_cache=not no_cache)
-    console.print(_metrics_table(result.metrics, f"validation ({result.metrics['counts']['validation']} photos)"))
+    results.print(_metrics_table(result.metrics, f"validation ({result.metrics['counts']['validation']} photos)"))
 
 
 @app.command()
@@ -114,7 +114,7 @@ def evaluate(
                          include, exclude, rename, top_k_classes, min_count, strict)
     result = evaluate_api(model, data, out, split=split, data_options=opts, batch_size=batch_size,
                           workers=workers, runtime=runtime)
-    console.print(_metrics_table(result, f"{data} ({result['split']}, {result['n_images']} photos)"))
+    results.print(_metrics_table(result, f"{data} ({result['split']}, {result['n_images']} photos)"))
 
 
 @app.command()
@@ -158,16 +158,22 @@ def datasets(ctx: typer.Context):
         t.add_column(col)
     for p in PRESETS.values():
         t.add_row(p.name, p.description, "yes" if (root / p.manifest).is_file() else "no")
-    console.print(t)
+    results.print(t)
 
 
 @datasets_app.command("download")
 def datasets_download(
     dest: Annotated[Optional[Path], typer.Option("--dest", help="Data folder (default: $WARDROBE_DATA_DIR or ~/.cache/wardrobe/data).")] = None,
+    if_missing: Annotated[bool, typer.Option("--if-missing", help="Do nothing when the dataset is already there.")] = False,
 ):
     """Download the upstream clothing dataset (needs internet)."""
-    from wardrobe.data.presets import download
+    from wardrobe.data.presets import DATASET_DIRNAME, PRESETS, data_dir, download
     from wardrobe.ui import progress
+
+    root = (dest or data_dir()) / DATASET_DIRNAME
+    if if_missing and all((root / p.manifest).is_file() for p in PRESETS.values()):
+        console.print(f"dataset already in {root}")
+        return
 
     with progress() as bar:
         root = download(dest, progress=bar)
@@ -185,7 +191,7 @@ def models():
     for name, (arch, pkg, _) in LITE_PACKAGES.items():
         t.add_row(name, arch, str(LITE_INPUT_SIZE[name]), f"yes ({pkg.replace('_', '-')})")
     t.add_row("any timm name", "e.g. resnet50, convnext_tiny", "model's own", "only when online")
-    console.print(t)
+    results.print(t)
 
 
 def main() -> None:

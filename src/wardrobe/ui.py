@@ -8,6 +8,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 console = Console(stderr=True, highlight=False)
+# Results (tables) go to standard output, so they can be redirected apart from progress and warnings.
+results = Console(highlight=False)
 
 
 def progress(enabled: bool = True) -> Progress:

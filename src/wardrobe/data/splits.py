@@ -25,7 +25,7 @@ def assign_splits(ds: Dataset, val_ratio: float = 0.15, test_ratio: float = 0.0,
         raise WardrobeError(f"split ratios: validation {val_ratio} and test {test_ratio} must be in (0, 1) "
                             "and leave room for training")
     labels = np.array([r.label for r in ds.records])
-    counts = {c: int((labels == c).sum()) for c in np.unique(labels)}
+    counts = {str(c): int((labels == c).sum()) for c in np.unique(labels)}
     needed = 3 if test_ratio else 2
     small = sorted(c for c, n in counts.items() if n < needed)
     if small:

@@ -36,10 +36,12 @@ def package_versions() -> dict:
         "python": platform.python_version()}
 
 
-def build_classifier(arch: str, num_classes: int) -> torch.nn.Module:
+def build_classifier(arch: str, num_classes: int, head: str = "linear") -> torch.nn.Module:
     import timm
 
-    return timm.create_model(arch, pretrained=False, num_classes=num_classes)
+    from wardrobe.models.heads import set_head
+
+    return set_head(timm.create_model(arch, pretrained=False), num_classes, head)
 
 
 def save_model(path: str | Path, model: torch.nn.Module, meta: dict) -> Path:
@@ -100,7 +102,7 @@ def read_meta(path: str | Path) -> dict:
 def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
     path = resolve_model_path(path)
     meta = read_meta(path)
-    model = build_classifier(meta["arch"], len(meta["classes"]))
+    model = build_classifier(meta["arch"], len(meta["classes"]), meta.get("head", "linear"))
     state = load_file(str(path))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

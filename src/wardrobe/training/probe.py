@@ -9,7 +9,15 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-DEFAULT_CS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+from wardrobe.models.heads import head_linear, set_head, signed_sqrt_np
+
+DEFAULT_CS = (0.003, 0.01, 0.03, 0.1, 0.3)
+DEFAULT_HEAD = "sqrt_linear"
+
+
+def head_features(x: np.ndarray, head: str) -> np.ndarray:
+    """What the head's linear layer sees, computed in numpy on cached embeddings."""
+    return signed_sqrt_np(x) if head == "sqrt_linear" else x
 
 
 def fit_linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
@@ -56,10 +64,10 @@ def _full_probs(clf: LogisticRegression, x: np.ndarray, num_classes: int) -> np.
     return out
 
 
-def attach_linear_head(model: torch.nn.Module, w: np.ndarray, b: np.ndarray) -> torch.nn.Module:
-    """Give a timm backbone (num_classes=0) a linear classifier with these weights."""
-    model.reset_classifier(w.shape[0])
-    head = model.get_classifier()
+def attach_head(model: torch.nn.Module, w: np.ndarray, b: np.ndarray, head: str) -> torch.nn.Module:
+    """Give a timm backbone (num_classes=0) a classifier head of this kind with these weights."""
+    set_head(model, w.shape[0], head)
+    head = head_linear(model)
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(w))
         head.bias.copy_(torch.from_numpy(b))

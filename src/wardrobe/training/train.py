@@ -15,7 +15,7 @@ from wardrobe.evaluation.metrics import compute_metrics, summary
 from wardrobe.models.modelfile import MODEL_FILENAME, save_model
 from wardrobe.models.registry import DEFAULT_BACKBONE, create_backbone
 from wardrobe.training.embeddings import extract_embeddings
-from wardrobe.training.probe import DEFAULT_CS, attach_linear_head, fit_linear_probe
+from wardrobe.training.probe import DEFAULT_CS, DEFAULT_HEAD, attach_head, fit_linear_probe, head_features
 from wardrobe.ui import info, warn
 
 MODES = ("probe",)
@@ -32,7 +32,7 @@ class TrainResult:
 def train(data: str | Path, out: str | Path, mode: str = "probe", model: str = DEFAULT_BACKBONE,
           data_options: DataOptions | None = None, val_ratio: float = 0.15, test_ratio: float = 0.0,
           seed: int = 0, batch_size: int = 32, workers: int | None = None, runtime: str = "auto",
-          cs: tuple[float, ...] = DEFAULT_CS, use_cache: bool = True, show_progress: bool = True,
+          cs: tuple[float, ...] = DEFAULT_CS, head: str = DEFAULT_HEAD, use_cache: bool = True, show_progress: bool = True,
           **data_overrides) -> TrainResult:
     """Train a classifier on DATA and write OUT/{model.safetensors, config.json, metrics.json}."""
     t0 = time.perf_counter()
@@ -73,26 +73,27 @@ def train(data: str | Path, out: str | Path, mode: str = "probe", model: str = D
         raise WardrobeError(f"{ds.name}: class {', '.join(map(repr, empty))} has no usable training photo")
 
     t_fit = time.perf_counter()
-    w, b, search = fit_linear_probe(feats[tr], y[tr], feats[va], y[va], len(classes), cs=cs, seed=seed)
+    hf = head_features(feats, head)
+    w, b, search = fit_linear_probe(hf[tr], y[tr], hf[va], y[va], len(classes), cs=cs, seed=seed)
     fit_seconds = time.perf_counter() - t_fit
-    val_probs = _softmax(feats[va] @ w.T + b)
+    val_probs = _softmax(hf[va] @ w.T + b)
     metrics = compute_metrics(y[va], val_probs, classes)
     info(f"validation accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['f1_macro']:.4f} "
          f"(C={search['C']}, {n_tr - int((~ok[:n_tr]).sum())} training photos)")
 
-    net = attach_linear_head(backbone.model, w, b)
+    net = attach_head(backbone.model, w, b, head)
     config = {
         "mode": mode, "model": backbone.name, "data": str(data), "data_options": opts.to_dict(),
         "dataset": ds.description, "val_ratio": val_ratio, "test_ratio": test_ratio, "seed": seed,
         "batch_size": batch_size, "runtime": runtime, "preprocess": backbone.preprocess.to_dict(),
-        "head": {"type": "logistic_regression", "C_grid": list(cs), **search},
+        "head": {"type": head, "fit": "logistic_regression", "C_grid": list(cs), **search},
     }
     timings = {"total_seconds": round(time.perf_counter() - t0, 2), "fit_seconds": round(fit_seconds, 2),
                "embeddings": stats}
     result_metrics = {"split": "validation", **metrics, "timings": timings,
                       "counts": {"train": int(tr.sum()), "validation": int(va.sum())},
                       "skipped": ds.skipped.to_dict()}
-    meta = {"arch": backbone.arch, "backbone": backbone.name, "weights": backbone.weights, "mode": mode,
+    meta = {"arch": backbone.arch, "head": head, "backbone": backbone.name, "weights": backbone.weights, "mode": mode,
             "classes": classes, "preprocess": backbone.preprocess.to_dict(), "temperature": 1.0,
             "metrics": {"validation": summary(metrics)}, "train_config": config}
     out.mkdir(parents=True, exist_ok=True)
