@@ -37,11 +37,10 @@ def package_versions() -> dict:
 
 
 def build_classifier(arch: str, num_classes: int, head: str = "linear") -> torch.nn.Module:
-    import timm
-
     from wardrobe.models.heads import set_head
+    from wardrobe.models.registry import build_network
 
-    return set_head(timm.create_model(arch, pretrained=False), num_classes, head)
+    return set_head(build_network(arch, 0), num_classes, head)
 
 
 def save_model(path: str | Path, model: torch.nn.Module, meta: dict) -> Path:

@@ -19,6 +19,11 @@ for _name, (_arch, _pkg, _cls) in LITE_PACKAGES.items():
 
 OFFLINE_MODELS = tuple(LITE_PACKAGES)
 DEFAULT_BACKBONE = "efficientnet_lite0"
+# Classic networks to train from scratch: wardrobe name -> architecture (timm's, or wardrobe.*).
+SCRATCH_MODELS = {"alexnet": "wardrobe.alexnet", "simple_cnn": "wardrobe.simple_cnn",
+                  "mobilenet_v1": "mobilenetv1_100"}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -60,6 +65,12 @@ def create_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True) -> Ba
         model.reset_classifier(0)
         pre = Preprocess(input_size=LITE_INPUT_SIZE[name], mean=LITE_MEAN, std=LITE_STD)
         return Backbone(name, arch, model.eval(), pre, weights)
+    if name in SCRATCH_MODELS:
+        arch = SCRATCH_MODELS[name]
+        if pretrained:
+            raise WardrobeError(f"{name}: no pretrained weights; train it with --mode scratch")
+        model = build_network(arch, 0)
+        return Backbone(name, arch, model.eval(), Preprocess(mean=IMAGENET_MEAN, std=IMAGENET_STD), "random")
     if not timm.is_model(name):
         raise WardrobeError(f"unknown model '{name}'; 'wardrobe models' lists them "
                             f"(offline pretrained: {', '.join(OFFLINE_MODELS)})")
@@ -98,3 +109,16 @@ def _create_timm(name: str, pretrained: bool) -> torch.nn.Module:
     except (OSError, RuntimeError) as exc:
         raise WardrobeError(f"{name}: could not download pretrained weights ({exc}); "
                             f"models that work offline: {', '.join(OFFLINE_MODELS)}") from None
+
+
+def build_network(arch: str, num_classes: int) -> torch.nn.Module:
+    """An architecture by the name a model file stores, randomly initialised."""
+    import timm
+
+    from wardrobe.models.scratch import SCRATCH_ARCHS
+
+    if arch in SCRATCH_ARCHS:
+        return SCRATCH_ARCHS[arch](num_classes=num_classes)
+    if not timm.is_model(arch):
+        raise WardrobeError(f"unknown architecture '{arch}'")
+    return timm.create_model(arch, pretrained=False, num_classes=num_classes)

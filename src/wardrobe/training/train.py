@@ -14,11 +14,13 @@ from wardrobe.errors import WardrobeError
 from wardrobe.evaluation.metrics import compute_metrics, summary
 from wardrobe.models.modelfile import MODEL_FILENAME, save_model
 from wardrobe.models.registry import DEFAULT_BACKBONE, create_backbone
+from wardrobe.training.config import TRAIN_PRESETS, FitConfig, fit_config
 from wardrobe.training.embeddings import extract_embeddings
+from wardrobe.training.finetune import fit_network
 from wardrobe.training.probe import DEFAULT_CS, DEFAULT_HEAD, attach_head, fit_linear_probe, head_features
 from wardrobe.ui import info, warn
 
-MODES = ("probe",)
+MODES = ("probe", "finetune", "scratch")
 
 
 @dataclass
@@ -29,13 +31,34 @@ class TrainResult:
     config: dict
 
 
-def train(data: str | Path, out: str | Path, mode: str = "probe", model: str = DEFAULT_BACKBONE,
-          data_options: DataOptions | None = None, val_ratio: float = 0.15, test_ratio: float = 0.0,
-          seed: int = 0, batch_size: int = 32, workers: int | None = None, runtime: str = "auto",
-          cs: tuple[float, ...] = DEFAULT_CS, head: str = DEFAULT_HEAD, use_cache: bool = True, show_progress: bool = True,
-          **data_overrides) -> TrainResult:
-    """Train a classifier on DATA and write OUT/{model.safetensors, config.json, metrics.json}."""
+def train(data: str | Path, out: str | Path, mode: str | None = None, model: str | None = None,
+          preset: str | None = None, data_options: DataOptions | None = None, val_ratio: float = 0.15,
+          test_ratio: float = 0.0, seed: int = 0, batch_size: int = 32, workers: int | None = None,
+          runtime: str = "auto", cs: tuple[float, ...] = DEFAULT_CS, head: str = DEFAULT_HEAD,
+          use_cache: bool = True, show_progress: bool = True, resume: bool = False,
+          fit: FitConfig | None = None, extra_callbacks=(), **options) -> TrainResult:
+    """Train a classifier on DATA and write OUT/{model.safetensors, config.json, metrics.json}.
+
+    ``mode``: probe (frozen backbone + logistic regression, the default), finetune or scratch.
+    ``preset``: fast (the probe) or best (the strongest recipe for 30 minutes on 2 CPU cores).
+    Other keyword options are data options (see DataOptions) or training options (see FitConfig).
+    """
     t0 = time.perf_counter()
+    data_names = set(DataOptions.__dataclass_fields__)
+    fit_names = set(FitConfig.__dataclass_fields__)
+    unknown = set(options) - data_names - fit_names
+    if unknown:
+        raise TypeError(f"unknown option(s): {sorted(unknown)}")
+    data_overrides = {k: v for k, v in options.items() if k in data_names}
+    fit_overrides = {k: v for k, v in options.items() if k in fit_names and k not in data_names}
+    if preset is not None:
+        if preset not in TRAIN_PRESETS:
+            raise WardrobeError(f"--preset {preset}: use one of {', '.join(TRAIN_PRESETS)}")
+        if preset == "best":
+            fit = TRAIN_PRESETS["best"]
+            mode = mode or "finetune"
+        mode = mode or "probe"
+    mode = mode or "probe"
     if mode not in MODES:
         raise WardrobeError(f"--mode {mode}: not available (modes: {', '.join(MODES)})")
     out = Path(out)
@@ -53,6 +76,16 @@ def train(data: str | Path, out: str | Path, mode: str = "probe", model: str = D
     if len(ds.skipped):
         warn(ds.skipped.summary())
 
+    if mode != "probe":
+        cfg = fit_config(fit, mode=mode, model=model, batch_size=batch_size if batch_size != 32 else None,
+                         workers=workers, seed=seed, **fit_overrides)
+        metrics = fit_network(ds, out, cfg, resume=resume, show_progress=show_progress,
+                              extra_callbacks=extra_callbacks)
+        config = json.loads((out / "config.json").read_text()) if metrics else {}
+        return TrainResult(out, out / MODEL_FILENAME, metrics, config)
+    if fit_overrides:
+        raise WardrobeError(f"options {', '.join(sorted(fit_overrides))} apply to --mode finetune or scratch, not probe")
+    model = model or DEFAULT_BACKBONE
     backbone = create_backbone(model, pretrained=True)
     recs = train_recs + val_recs
     feats, errors, stats = extract_embeddings([r.path for r in recs], backbone, batch_size, workers, runtime,

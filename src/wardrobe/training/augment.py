@@ -1,0 +1,87 @@
+"""Training augmentation: presets, every knob on its own, built from torchvision's v2 transforms.
+
+The pipeline runs in DataLoader workers on uint8 tensors from the pixel cache and ends with the
+model's normalisation, so the training loop receives ready float batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+import torch
+from torchvision.transforms import v2
+
+from wardrobe.errors import WardrobeError
+from wardrobe.transforms import Preprocess
+
+
+@dataclass(frozen=True)
+class Augment:
+    hflip: float = 0.0  # probability
+    rotation: float = 0.0  # degrees, uniform in [-r, r]
+    crop_scale: float = 1.0  # RandomResizedCrop lower scale bound; 1.0 = centre crop
+    color_jitter: float = 0.0  # brightness/contrast/saturation strength (hue a quarter of it)
+    randaugment_n: int = 0
+    randaugment_m: int = 9
+    erasing: float = 0.0  # RandomErasing probability
+    noise: float = 0.0  # Gaussian noise sigma on pixels in [0, 1]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+AUGMENT_PRESETS = {
+    "none": Augment(),
+    "light": Augment(hflip=0.5, crop_scale=0.6),
+    "standard": Augment(hflip=0.5, crop_scale=0.35, color_jitter=0.2),
+    "strong": Augment(hflip=0.5, crop_scale=0.25, color_jitter=0.3, randaugment_n=2, randaugment_m=9, erasing=0.25),
+}
+
+
+def resolve_augment(preset: str = "standard", **knobs) -> Augment:
+    if preset not in AUGMENT_PRESETS:
+        raise WardrobeError(f"--augment {preset}: unknown preset (use {', '.join(AUGMENT_PRESETS)})")
+    names = {f.name for f in fields(Augment)}
+    unknown = set(knobs) - names
+    if unknown:
+        raise TypeError(f"unknown augmentation knob(s): {sorted(unknown)}")
+    aug = replace(AUGMENT_PRESETS[preset], **{k: v for k, v in knobs.items() if v is not None})
+    if not 0 < aug.crop_scale <= 1:
+        raise WardrobeError(f"--crop-scale {aug.crop_scale}: must be in (0, 1]")
+    for name in ("hflip", "erasing"):
+        if not 0 <= getattr(aug, name) <= 1:
+            raise WardrobeError(f"--{name} {getattr(aug, name)}: a probability must be in [0, 1]")
+    return aug
+
+
+def train_transform(aug: Augment, pre: Preprocess) -> v2.Compose:
+    """uint8 CHW (the cache's square canvas) -> normalised float CHW of pre.input_size."""
+    size = pre.input_size
+    ops: list = []
+    if aug.crop_scale < 1:
+        ops.append(v2.RandomResizedCrop(size, scale=(aug.crop_scale, 1.0), antialias=True))
+    else:
+        ops.append(v2.CenterCrop(size))
+    if aug.hflip:
+        ops.append(v2.RandomHorizontalFlip(aug.hflip))
+    if aug.rotation:
+        ops.append(v2.RandomRotation(aug.rotation, fill=255))  # white, like a product photo's background
+    if aug.color_jitter:
+        c = aug.color_jitter
+        ops.append(v2.ColorJitter(brightness=c, contrast=c, saturation=c, hue=min(0.5, c / 4)))
+    if aug.randaugment_n:
+        ops.append(v2.RandAugment(num_ops=aug.randaugment_n, magnitude=aug.randaugment_m))
+    ops.append(v2.ToDtype(torch.float32, scale=True))
+    if aug.noise:
+        ops.append(v2.GaussianNoise(sigma=aug.noise, clip=True))
+    ops.append(v2.Normalize(list(pre.mean), list(pre.std)))
+    if aug.erasing:
+        ops.append(v2.RandomErasing(aug.erasing, value=0))
+    return v2.Compose(ops)
+
+
+def eval_transform(pre: Preprocess) -> v2.Compose:
+    """The cache canvas is the photo resized to pre.resize_to and centre-cropped square; its centre
+    crop at input_size is exactly the inference preprocessing."""
+    return v2.Compose([v2.CenterCrop(pre.input_size), v2.ToDtype(torch.float32, scale=True),
+                       v2.Normalize(list(pre.mean), list(pre.std))])

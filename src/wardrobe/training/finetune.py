@@ -1,0 +1,171 @@
+"""Fine-tuning a pretrained network, or training one from scratch, on Lightning."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wardrobe.data.pixelcache import CachedPhotos, PixelCache, digests_for
+from wardrobe.data.sources import Dataset
+from wardrobe.errors import WardrobeError
+from wardrobe.evaluation.metrics import compute_metrics, summary
+from wardrobe.models.heads import set_head
+from wardrobe.models.modelfile import MODEL_FILENAME, save_model
+from wardrobe.models.registry import create_backbone
+from wardrobe.training.augment import eval_transform, train_transform
+from wardrobe.training.config import FitConfig
+from wardrobe.training.losses import make_loss
+from wardrobe.ui import info, warn
+
+
+def default_workers() -> int:
+    # On 2 cores one worker keeps up with augmentation of cached pixels (bench/finetune_speed.py).
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, show_progress: bool = True,
+                extra_callbacks=()) -> dict:
+    """Train on ds's train split, select on its validation split, write the run folder. Returns
+    the result metrics (also written to metrics.json)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.loggers import CSVLogger
+
+    from wardrobe.training.engine import (ClassifierModule, EpochLog, RankReport, ValTimer, loader, make_sampler,
+                                         plot_curves)
+
+    t0 = time.perf_counter()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    classes = ds.classes
+    k = len(classes)
+    pretrained = cfg.mode == "finetune"
+    backbone = create_backbone(cfg.model, pretrained=pretrained)
+    pre = backbone.preprocess
+    if cfg.image_size:
+        pre = dataclasses.replace(pre, input_size=cfg.image_size)
+    model = set_head(backbone.model, k, "linear").train()
+    if cfg.drop_rate and hasattr(model, "drop_rate"):
+        model.drop_rate = cfg.drop_rate  # timm models apply it before the classifier
+
+    train_recs, val_recs = ds.split("train"), ds.split("validation")
+    recs = train_recs + val_recs
+    digests = digests_for([r.path for r in recs])
+    errors = {}
+    cache = None
+    if cfg.use_pixel_cache:
+        cache = PixelCache(pre.resize_to, pre.interpolation, pre.resize_mode)
+        errors = cache.fill([r.path for r in recs], digests, workers=cfg.workers, show_progress=show_progress)
+    for i, reason in sorted(errors.items()):
+        ds.skipped.add(recs[i].path, reason)
+    if errors:
+        warn(f"{len(errors)} photos could not be used: {ds.skipped.summary()}")
+    index = {c: i for i, c in enumerate(classes)}
+    n_tr = len(train_recs)
+    keep = [i for i in range(len(recs)) if i not in errors]
+    tr = [i for i in keep if i < n_tr]
+    va = [i for i in keep if i >= n_tr]
+    y_all = np.array([index[r.label] for r in recs])
+    missing = [c for c in classes if not (y_all[tr] == index[c]).any()]
+    if missing:
+        raise WardrobeError(f"{ds.name}: class {', '.join(map(repr, missing))} has no usable training photo")
+
+    def dataset(ids, transform):
+        if cache is not None:
+            return CachedPhotos(cache, [digests[i] for i in ids], y_all[ids], transform)
+        from wardrobe.data.pixelcache import DecodedPhotos
+        return DecodedPhotos([recs[i].path for i in ids], y_all[ids], pre.resize_to, transform,
+                             pre.interpolation, pre.resize_mode)
+
+    workers = default_workers() if cfg.workers is None else cfg.workers
+    train_ds = dataset(tr, train_transform(cfg.augment, pre))
+    val_ds = dataset(va, eval_transform(pre))
+    sampler = make_sampler(y_all[tr], k, cfg)
+    train_dl = loader(train_ds, cfg.batch_size, workers, shuffle=True, sampler=sampler)
+    val_dl = loader(val_ds, max(cfg.batch_size, 64), workers)
+    world = int(cfg.devices) if str(cfg.devices).isdigit() else 1
+    steps = max(1, -(-len(sampler if sampler is not None else train_ds) // (cfg.batch_size * world)))
+    loss = make_loss(cfg.loss, y_all[tr], k, cfg.label_smoothing, cfg.focal_gamma)
+    module = ClassifierModule(model, k, cfg, loss, steps)
+
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = out / "checkpoints"
+    epoch_log = EpochLog(out, cfg.overfit_gap)
+    module.epoch_log = epoch_log
+    callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_f1_macro", mode="max",
+                                 save_last=True, save_top_k=1),
+                 ValTimer(), RankReport(out), *extra_callbacks]
+    if cfg.patience:
+        callbacks.append(EarlyStopping(monitor="val_f1_macro", mode="max", patience=cfg.patience))
+    if show_progress and os.environ.get("WARDROBE_QUIET") != "1":
+        callbacks.append(RichProgressBar(leave=True))
+    accelerator = cfg.accelerator
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs, accelerator=accelerator, devices=cfg.devices, strategy=cfg.strategy,
+        precision="bf16-mixed" if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda") else "32-true",
+        max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
+        logger=CSVLogger(out, name="logs"), callbacks=callbacks, num_sanity_val_steps=0,
+        enable_model_summary=False, enable_progress_bar=show_progress and os.environ.get("WARDROBE_QUIET") != "1",
+        log_every_n_steps=10, deterministic=False,
+    )
+    ckpt_path = None
+    if resume:
+        last = ckpt_dir / "last.ckpt"
+        if not last.is_file():
+            raise WardrobeError(f"--resume: no checkpoint to resume from ({last} not found)")
+        ckpt_path = str(last)
+        info(f"resuming from {last}")
+    (out / "config.json").write_text(json.dumps(_config(ds, cfg, pre), indent=2, default=str))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*number of training batches.*")
+        trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt_path)
+    if not trainer.is_global_zero:
+        return {}
+    if trainer.interrupted:
+        raise WardrobeError(f"training interrupted; continue it with --resume (checkpoint in {ckpt_dir})")
+
+    best = ckpt_dir / "best.ckpt"
+    if best.is_file():
+        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+        module.load_state_dict(state)
+    model = module.model.to("cpu", memory_format=torch.contiguous_format).eval()
+    probs = _predict(model, val_ds, workers)
+    metrics = compute_metrics(y_all[va], probs, classes)
+    plot_curves(epoch_log.rows, out / "curves.png")
+    epochs = epoch_log.rows
+    result = {"split": "validation", **metrics,
+              "counts": {"train": len(tr), "validation": len(va)},
+              "epochs": epochs, "best_epoch": int(np.argmax([r["val_f1_macro"] for r in epochs]) + 1) if epochs else None,
+              "overfitting_warning": epoch_log.overfitting(),
+              "timings": {"total_seconds": round(time.perf_counter() - t0, 2),
+                          "train_images_per_s": [r["train_images_per_s"] for r in epochs]},
+              "skipped": ds.skipped.to_dict()}
+    meta = {"arch": backbone.arch, "head": "linear", "backbone": backbone.name, "weights": backbone.weights,
+            "mode": cfg.mode, "classes": classes, "preprocess": pre.to_dict(), "temperature": 1.0,
+            "metrics": {"validation": summary(metrics)}, "train_config": _config(ds, cfg, pre)}
+    save_model(out / MODEL_FILENAME, model, meta)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    info(f"validation accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['f1_macro']:.4f} "
+         f"(best epoch {result['best_epoch']}); wrote {out / MODEL_FILENAME} ({result['timings']['total_seconds']:.0f} s)")
+    return result
+
+
+def _config(ds: Dataset, cfg: FitConfig, pre) -> dict:
+    return {"mode": cfg.mode, "dataset": ds.description, "fit": cfg.to_dict(), "preprocess": pre.to_dict()}
+
+
+@torch.inference_mode()
+def _predict(model: torch.nn.Module, ds, workers: int) -> np.ndarray:
+    from wardrobe.training.engine import loader
+
+    out = []
+    for x, _ in loader(ds, 64, workers):
+        out.append(torch.softmax(model(x).float(), dim=1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0))

@@ -1,0 +1,43 @@
+"""Losses for imbalanced classes: (weighted) cross-entropy with label smoothing, and focal loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOSSES = ("ce", "weighted_ce", "focal")
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Inverse frequency, normalised to mean 1 over the classes present."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / num_classes, 0.0)
+    return torch.tensor(w / w[counts > 0].mean(), dtype=torch.float32)
+
+
+class FocalLoss(nn.Module):
+    """Lin et al. 2017: cross-entropy scaled by (1 - p_true)^gamma, so easy examples count less."""
+
+    def __init__(self, gamma: float = 2.0, weight: torch.Tensor | None = None, label_smoothing: float = 0.0):
+        super().__init__()
+        self.gamma = gamma
+        self.register_buffer("weight", weight if weight is not None else None)
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        ce = F.cross_entropy(logits, target, weight=self.weight, reduction="none", label_smoothing=self.label_smoothing)
+        p_true = torch.softmax(logits, dim=1).gather(1, target[:, None]).squeeze(1)
+        return ((1 - p_true).clamp(min=0) ** self.gamma * ce).mean()
+
+
+def make_loss(kind: str, labels: np.ndarray, num_classes: int, label_smoothing: float = 0.0,
+              gamma: float = 2.0) -> nn.Module:
+    if kind == "ce":
+        return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    if kind == "weighted_ce":
+        return nn.CrossEntropyLoss(weight=class_weights(labels, num_classes), label_smoothing=label_smoothing)
+    if kind == "focal":
+        return FocalLoss(gamma, label_smoothing=label_smoothing)
+    raise ValueError(f"loss must be one of {LOSSES}")
