@@ -35,6 +35,7 @@ Strict = Annotated[bool, typer.Option("--strict", help="Fail on the first missin
 Runtime = Annotated[str, typer.Option("--runtime", help="auto (ONNX Runtime on CPU when installed), onnx or torch.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Photos per batch.")]
 Workers = Annotated[Optional[int], typer.Option("--workers", min=0, help="Decoding processes (default: CPU count, at most 4).")]
+Tta = Annotated[bool, typer.Option("--tta", help="Test-time augmentation: average each photo with its mirror image.")]
 
 
 def _data_options(image_col, label_col, split_col, images_dir, extension, label_regex, label_map, include,
@@ -64,19 +65,53 @@ def _metrics_table(metrics: dict, title: str) -> Table:
     return t
 
 
+Fit = "Training (finetune / scratch)"
+Aug = "Augmentation (finetune / scratch)"
+
+
 @app.command()
 def train(
     data: Annotated[str, typer.Argument(help="Preset name, folder (one sub-folder per class, or --label-regex) or CSV/TSV manifest.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.")],
-    mode: Annotated[str, typer.Option("--mode", help="probe: frozen backbone + logistic regression on cached embeddings.")] = "probe",
-    model: Annotated[str, typer.Option("--model", "-m", help="Backbone ('wardrobe models' lists them).")] = "efficientnet_lite0",
+    preset: Annotated[Optional[str], typer.Option("--preset", help="fast: the probe; best: the strongest recipe for 30 min on 2 CPU cores.")] = None,
+    mode: Annotated[Optional[str], typer.Option("--mode", help="probe (frozen backbone + logistic regression on cached embeddings, default), finetune or scratch.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Network ('wardrobe models' lists them); default efficientnet_lite0.")] = None,
     val_ratio: Annotated[float, typer.Option("--val-ratio", help="Validation share when DATA has no split column.")] = 0.15,
     test_ratio: Annotated[float, typer.Option("--test-ratio", help="Test share when DATA has no split column.")] = 0.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     batch_size: BatchSize = 32,
     workers: Workers = None,
     runtime: Runtime = "auto",
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute embeddings instead of reusing the cache.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute embeddings / decoded photos instead of reusing the caches.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in OUT from its last checkpoint.", rich_help_panel=Fit)] = False,
+    image_size: Annotated[Optional[int], typer.Option("--image-size", help="Input size in pixels (default: the model's).", rich_help_panel=Fit)] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", rich_help_panel=Fit)] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate of the head.", rich_help_panel=Fit)] = None,
+    optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="adamw or sgd.", rich_help_panel=Fit)] = None,
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="onecycle, cosine (with warm-up), plateau or none.", rich_help_panel=Fit)] = None,
+    warmup_epochs: Annotated[Optional[float], typer.Option("--warmup-epochs", rich_help_panel=Fit)] = None,
+    weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", rich_help_panel=Fit)] = None,
+    label_smoothing: Annotated[Optional[float], typer.Option("--label-smoothing", rich_help_panel=Fit)] = None,
+    loss: Annotated[Optional[str], typer.Option("--loss", help="ce, weighted_ce (class-weighted) or focal.", rich_help_panel=Fit)] = None,
+    focal_gamma: Annotated[Optional[float], typer.Option("--focal-gamma", rich_help_panel=Fit)] = None,
+    sampler: Annotated[Optional[str], typer.Option("--sampler", help="none or balanced (each class equally likely).", rich_help_panel=Fit)] = None,
+    balance: Annotated[Optional[int], typer.Option("--balance", help="Resample every class to N photos per epoch.", rich_help_panel=Fit)] = None,
+    trainable: Annotated[Optional[str], typer.Option("--trainable", help="all, head, or last:N backbone stages.", rich_help_panel=Fit)] = None,
+    head_epochs: Annotated[Optional[int], typer.Option("--head-epochs", help="Two-stage: train the head alone for N epochs first.", rich_help_panel=Fit)] = None,
+    backbone_lr_mult: Annotated[Optional[float], typer.Option("--backbone-lr-mult", help="Backbone LR = head LR x this.", rich_help_panel=Fit)] = None,
+    patience: Annotated[Optional[int], typer.Option("--patience", help="Early stopping: epochs without a better validation macro-F1.", rich_help_panel=Fit)] = None,
+    max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", help="Stop after this wall time and keep the best epoch.", rich_help_panel=Fit)] = None,
+    devices: Annotated[Optional[str], typer.Option("--devices", help="Devices (or processes on CPU) for Lightning.", rich_help_panel=Fit)] = None,
+    strategy: Annotated[Optional[str], typer.Option("--strategy", help="Lightning strategy, e.g. ddp.", rich_help_panel=Fit)] = None,
+    accelerator: Annotated[Optional[str], typer.Option("--accelerator", help="auto, cpu or gpu.", rich_help_panel=Fit)] = None,
+    augment: Annotated[Optional[str], typer.Option("--augment", help="none, light, standard or strong.", rich_help_panel=Aug)] = None,
+    hflip: Annotated[Optional[float], typer.Option("--hflip", help="Horizontal flip probability.", rich_help_panel=Aug)] = None,
+    rotation: Annotated[Optional[float], typer.Option("--rotation", help="Max rotation in degrees.", rich_help_panel=Aug)] = None,
+    crop_scale: Annotated[Optional[float], typer.Option("--crop-scale", help="Random-resized-crop minimum area (1 = no crop).", rich_help_panel=Aug)] = None,
+    color_jitter: Annotated[Optional[float], typer.Option("--color-jitter", rich_help_panel=Aug)] = None,
+    randaugment: Annotated[Optional[str], typer.Option("--randaugment", help="N,M: RandAugment with N ops of magnitude M.", rich_help_panel=Aug)] = None,
+    erasing: Annotated[Optional[float], typer.Option("--erasing", help="Random erasing probability.", rich_help_panel=Aug)] = None,
+    noise: Annotated[Optional[float], typer.Option("--noise", help="Gaussian noise sigma on [0,1] pixels.", rich_help_panel=Aug)] = None,
     image_col: ImageCol = "image", label_col: LabelCol = "label", split_col: SplitCol = None,
     images_dir: ImagesDir = None, extension: Extension = None, label_regex: LabelRegex = None,
     label_map: LabelMap = None, include: Include = None, exclude: Exclude = None, rename: Rename = None,
@@ -87,10 +122,28 @@ def train(
 
     opts = _data_options(image_col, label_col, split_col, images_dir, extension, label_regex, label_map,
                          include, exclude, rename, top_k_classes, min_count, strict)
-    result = train_api(data, out, mode=mode, model=model, data_options=opts, val_ratio=val_ratio,
+    ra_n = ra_m = None
+    if randaugment:
+        try:
+            ra_n, ra_m = (int(v) for v in randaugment.split(","))
+        except ValueError:
+            raise WardrobeError(f"--randaugment {randaugment}: expected N,M such as 2,9") from None
+    fit_options = dict(image_size=image_size, epochs=epochs, lr=lr, optimizer=optimizer, scheduler=scheduler,
+                       warmup_epochs=warmup_epochs, weight_decay=weight_decay, label_smoothing=label_smoothing,
+                       loss=loss, focal_gamma=focal_gamma, sampler=sampler, balance=balance, trainable=trainable,
+                       head_epochs=head_epochs, backbone_lr_mult=backbone_lr_mult, patience=patience,
+                       max_minutes=max_minutes, strategy=strategy, accelerator=accelerator,
+                       devices=int(devices) if devices and devices.isdigit() else devices,
+                       augment=augment, hflip=hflip, rotation=rotation, crop_scale=crop_scale,
+                       color_jitter=color_jitter, randaugment_n=ra_n, randaugment_m=ra_m, erasing=erasing, noise=noise)
+    fit_options = {k: v for k, v in fit_options.items() if v is not None}
+    if no_cache:
+        fit_options["use_pixel_cache"] = False
+    result = train_api(data, out, mode=mode, model=model, preset=preset, data_options=opts, val_ratio=val_ratio,
                        test_ratio=test_ratio, seed=seed, batch_size=batch_size, workers=workers, runtime=runtime,
-                       use_cache=not no_cache)
-    results.print(_metrics_table(result.metrics, f"validation ({result.metrics['counts']['validation']} photos)"))
+                       use_cache=not no_cache, resume=resume, **fit_options)
+    if result.metrics:  # empty on the non-zero ranks of a multi-process run
+        results.print(_metrics_table(result.metrics, f"validation ({result.metrics['counts']['validation']} photos)"))
 
 
 @app.command()
@@ -102,6 +155,7 @@ def evaluate(
     batch_size: BatchSize = 32,
     workers: Workers = None,
     runtime: Runtime = "auto",
+    tta: Tta = False,
     image_col: ImageCol = "image", label_col: LabelCol = "label", split_col: SplitCol = None,
     images_dir: ImagesDir = None, extension: Extension = None, label_regex: LabelRegex = None,
     label_map: LabelMap = None, include: Include = None, exclude: Exclude = None, rename: Rename = None,
@@ -113,7 +167,7 @@ def evaluate(
     opts = _data_options(image_col, label_col, split_col, images_dir, extension, label_regex, label_map,
                          include, exclude, rename, top_k_classes, min_count, strict)
     result = evaluate_api(model, data, out, split=split, data_options=opts, batch_size=batch_size,
-                          workers=workers, runtime=runtime)
+                          workers=workers, runtime=runtime, tta=tta)
     results.print(_metrics_table(result, f"{data} ({result['split']}, {result['n_images']} photos)"))
 
 
@@ -126,13 +180,14 @@ def predict(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of standard output.")] = None,
     batch_size: BatchSize = 32,
     runtime: Runtime = "auto",
+    tta: Tta = False,
 ):
     """Label photos with a trained model; one row per photo, an error column for unreadable ones."""
     from wardrobe.inference import format_rows, predict as predict_api
 
     if fmt not in ("csv", "json"):
         raise WardrobeError(f"--format must be csv or json, not '{fmt}'")
-    rows = predict_api(model, paths, top_k=top_k, batch_size=batch_size, runtime=runtime)
+    rows = predict_api(model, paths, top_k=top_k, batch_size=batch_size, runtime=runtime, tta=tta)
     text = format_rows(rows, fmt, top_k)
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -182,15 +237,14 @@ def datasets_download(
 
 @app.command()
 def models():
-    """List backbones: offline pretrained ones, and a reminder that any timm name works online."""
-    from wardrobe.models.lite import LITE_INPUT_SIZE, LITE_PACKAGES
+    """List networks: parameters, input size, and whether pretrained weights are available here."""
+    from wardrobe.models.registry import model_catalogue
 
-    t = Table(title="models")
-    for col in ("name", "timm architecture", "input size", "pretrained here"):
-        t.add_column(col)
-    for name, (arch, pkg, _) in LITE_PACKAGES.items():
-        t.add_row(name, arch, str(LITE_INPUT_SIZE[name]), f"yes ({pkg.replace('_', '-')})")
-    t.add_row("any timm name", "e.g. resnet50, convnext_tiny", "model's own", "only when online")
+    t = Table(title="models (any other timm name works too)")
+    for col in ("name", "architecture", "params (M)", "input", "pretrained weights"):
+        t.add_column(col, justify="right" if col in ("params (M)", "input") else "left")
+    for r in model_catalogue():
+        t.add_row(r["name"], r["arch"], f"{r['params_m']:.1f}", str(r["input_size"]), r["pretrained"])
     results.print(t)
 
 

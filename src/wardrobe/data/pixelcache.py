@@ -115,7 +115,7 @@ class PixelCache:
     def get(self, digest: str) -> torch.Tensor:
         """uint8 CHW tensor of the cached photo."""
         k, row = self.index[digest]
-        return torch.from_numpy(np.ascontiguousarray(self.shards[k][row])).permute(2, 0, 1)
+        return torch.from_numpy(np.array(self.shards[k][row])).permute(2, 0, 1)  # a writable copy of the mapped row
 
 
 class CachedPhotos(Dataset):

@@ -55,10 +55,10 @@ def pick_split(ds: Dataset, split: str | None) -> tuple[str, list]:
 
 def evaluate(model: str | Path | Classifier, data: str | Path, out: str | Path | None = None,
              split: str | None = None, data_options: DataOptions | None = None, batch_size: int = 32,
-             workers: int | None = None, runtime: str = "auto", show_progress: bool = True,
+             workers: int | None = None, runtime: str = "auto", show_progress: bool = True, tta: bool = False,
              **data_overrides) -> dict:
     t0 = time.perf_counter()
-    clf = model if isinstance(model, Classifier) else Classifier.load(model, runtime=runtime)
+    clf = model if isinstance(model, Classifier) else Classifier.load(model, runtime=runtime, tta=tta)
     opts = data_options or DataOptions()
     ds = load_dataset(data, opts, **data_overrides)
     split, recs = pick_split(ds, split)
@@ -76,7 +76,7 @@ def evaluate(model: str | Path | Classifier, data: str | Path, out: str | Path |
     metrics = compute_metrics(y, probs[ok], clf.classes)
     seconds = time.perf_counter() - t0
     result = {"model": str(model if not isinstance(model, Classifier) else "<in memory>"), "data": str(data),
-              "split": split, **metrics, "seconds": round(seconds, 2), "skipped": ds.skipped.to_dict()}
+              "split": split, "tta": clf.tta, **metrics, "seconds": round(seconds, 2), "skipped": ds.skipped.to_dict()}
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

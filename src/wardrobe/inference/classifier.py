@@ -19,8 +19,10 @@ from wardrobe.ui import progress
 
 
 class Classifier:
-    def __init__(self, model: torch.nn.Module, meta: dict, runtime: str = "auto", key: dict | None = None):
+    def __init__(self, model: torch.nn.Module, meta: dict, runtime: str = "auto", key: dict | None = None,
+                 tta: bool = False):
         self.model = model
+        self.tta = tta  # test-time augmentation: average the photo and its mirror image
         self.meta = meta
         self.classes: list[str] = list(meta["classes"])
         self.preprocess = Preprocess.from_dict(meta["preprocess"])
@@ -30,10 +32,10 @@ class Classifier:
         self._runner = None
 
     @classmethod
-    def load(cls, path: str | Path, runtime: str = "auto") -> "Classifier":
+    def load(cls, path: str | Path, runtime: str = "auto", tta: bool = False) -> "Classifier":
         path = resolve_model_path(path)
         model, meta = load_model(path)
-        return cls(model, meta, runtime, key={"model_file": file_digest(path)})
+        return cls(model, meta, runtime, key={"model_file": file_digest(path)}, tta=tta)
 
     @property
     def runner(self):
@@ -42,8 +44,14 @@ class Classifier:
         return self._runner
 
     def _probs(self, pixels: torch.Tensor) -> np.ndarray:
-        logits = torch.from_numpy(np.asarray(self.runner(self.preprocess.normalize(pixels)), dtype=np.float32))
-        return torch.softmax(logits / self.temperature, dim=1).numpy()
+        x = self.preprocess.normalize(pixels)
+        if self.tta:
+            x = torch.cat([x, torch.flip(x, dims=[3])])
+        logits = torch.from_numpy(np.asarray(self.runner(x), dtype=np.float32))
+        probs = torch.softmax(logits / self.temperature, dim=1)
+        if self.tta:
+            probs = 0.5 * (probs[: len(pixels)] + probs[len(pixels):])
+        return probs.numpy()
 
     def predict_proba(self, paths: Sequence[str | Path], batch_size: int = 32, workers: int | None = None,
                       show_progress: bool = True, description: str = "predict") -> tuple[np.ndarray, dict[int, str]]:

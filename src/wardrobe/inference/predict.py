@@ -41,8 +41,8 @@ def expand_paths(inputs: list[str | Path]) -> list[Path]:
 
 
 def predict(model: str | Path | Classifier, paths: list[str | Path], top_k: int = 3, batch_size: int = 32,
-            runtime: str = "auto", show_progress: bool = True) -> list[dict]:
-    clf = model if isinstance(model, Classifier) else Classifier.load(model, runtime=runtime)
+            runtime: str = "auto", show_progress: bool = True, tta: bool = False) -> list[dict]:
+    clf = model if isinstance(model, Classifier) else Classifier.load(model, runtime=runtime, tta=tta)
     files = expand_paths(paths)
     if not files:
         raise WardrobeError("no images to label")

@@ -122,3 +122,28 @@ def build_network(arch: str, num_classes: int) -> torch.nn.Module:
     if not timm.is_model(arch):
         raise WardrobeError(f"unknown architecture '{arch}'")
     return timm.create_model(arch, pretrained=False, num_classes=num_classes)
+
+
+# Names `wardrobe models` lists besides the offline ones; any other timm name works too.
+LISTED_TIMM = ("mobilenetv2_100", "resnet18", "resnet50", "efficientnet_b0", "convnext_tiny", "vgg16",
+               "inception_v3", "xception41")
+
+
+def model_catalogue() -> list[dict]:
+    """name, architecture, parameters (with a 1000-class head), input size, pretrained weights here."""
+    import timm
+
+    rows = []
+    for name in (*OFFLINE_MODELS, *SCRATCH_MODELS, *LISTED_TIMM):
+        if name in LITE_PACKAGES:
+            arch, size, pre = LITE_PACKAGES[name][0], LITE_INPUT_SIZE[name], "yes (offline package)"
+        elif name in SCRATCH_MODELS:
+            arch, size, pre = SCRATCH_MODELS[name], 224, "no (train with --mode scratch)"
+        else:
+            arch, pre = name, "online only (downloaded by timm)"
+            size = int(timm.get_pretrained_cfg(name).input_size[-1]) if timm.get_pretrained_cfg(name) else 224
+        with torch.device("meta"):
+            net = build_network(arch, 1000)
+        rows.append({"name": name, "arch": arch, "params_m": sum(p.numel() for p in net.parameters()) / 1e6,
+                     "input_size": size, "pretrained": pre})
+    return rows

@@ -87,5 +87,12 @@ def make_runner(model: torch.nn.Module, input_size: int, key: dict, runtime: str
     """A callable from a float32 NCHW batch to a numpy array of outputs. ``key`` must identify the
     weights exactly: it names the cached ONNX export."""
     if resolve_runtime(runtime) == "onnx":
-        return OnnxRunner(model, input_size, key)
+        try:
+            return OnnxRunner(model, input_size, key)
+        except Exception as exc:  # noqa: BLE001 - any exporter failure: PyTorch still runs the model
+            if runtime == "onnx":
+                raise WardrobeError(f"--runtime onnx: this model cannot be exported to ONNX ({str(exc).splitlines()[0][:200]})") from None
+            from wardrobe.ui import warn
+
+            warn(f"ONNX export failed ({str(exc).splitlines()[0][:120]}); running in PyTorch instead")
     return TorchRunner(model)

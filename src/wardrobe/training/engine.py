@@ -172,15 +172,20 @@ class EpochLog:
     COLUMNS = ("epoch", "train_loss", "train_acc", "train_f1_macro", "val_loss", "val_acc", "val_f1_macro",
                "lr", "train_images_per_s", "epoch_seconds")
 
-    def __init__(self, out: Path, overfit_gap: float):
+    def __init__(self, out: Path, overfit_gap: float, resume: bool = False):
         self.path = out / "epochs.csv"
         self.out = out
         self.overfit_gap = overfit_gap
         self.rows: list[dict] = []
         self.warned = False
+        if resume and self.path.is_file():
+            # Keep the epochs of the interrupted run; the resumed ones follow them.
+            with self.path.open(newline="") as f:
+                self.rows = [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
 
     def record(self, trainer, train: dict, images: int, seconds: float) -> None:
         m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        self.rows = [r for r in self.rows if r["epoch"] < trainer.current_epoch + 1]
         row = {"epoch": trainer.current_epoch + 1, **{k: round(v, 5) for k, v in train.items()},
                **{k: round(m.get(k, float("nan")), 5) for k in ("val_loss", "val_acc", "val_f1_macro")},
                "lr": trainer.optimizers[0].param_groups[0]["lr"],

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -42,6 +44,8 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
                                          plot_curves)
 
     t0 = time.perf_counter()
+    # Lightning's start-up notices (accelerator lines, tips) drown wardrobe's own progress lines.
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     classes = ds.classes
     k = len(classes)
@@ -96,7 +100,7 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
 
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out / "checkpoints"
-    epoch_log = EpochLog(out, cfg.overfit_gap)
+    epoch_log = EpochLog(out, cfg.overfit_gap, resume=resume)
     module.epoch_log = epoch_log
     callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_f1_macro", mode="max",
                                  save_last=True, save_top_k=1),
@@ -125,11 +129,18 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*number of training batches.*")
-        trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt_path)
+        warnings.filterwarnings("ignore", ".*LeafSpec.*")
+        try:
+            trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt_path)
+        except SystemExit:
+            # Lightning exits on Ctrl+C after saving what it can (and ignores SIGINT from then on).
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            if not trainer.interrupted:
+                raise
+    if trainer.interrupted:
+        raise WardrobeError(f"training interrupted; continue it with --resume (last checkpoint in {ckpt_dir})")
     if not trainer.is_global_zero:
         return {}
-    if trainer.interrupted:
-        raise WardrobeError(f"training interrupted; continue it with --resume (checkpoint in {ckpt_dir})")
 
     best = ckpt_dir / "best.ckpt"
     if best.is_file():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ from wardrobe.errors import WardrobeError
 from wardrobe.evaluation.metrics import compute_metrics, summary
 from wardrobe.models.modelfile import MODEL_FILENAME, save_model
 from wardrobe.models.registry import DEFAULT_BACKBONE, create_backbone
+from wardrobe.training.augment import Augment, resolve_augment
 from wardrobe.training.config import TRAIN_PRESETS, FitConfig, fit_config
 from wardrobe.training.embeddings import extract_embeddings
 from wardrobe.training.finetune import fit_network
@@ -46,6 +47,17 @@ def train(data: str | Path, out: str | Path, mode: str | None = None, model: str
     t0 = time.perf_counter()
     data_names = set(DataOptions.__dataclass_fields__)
     fit_names = set(FitConfig.__dataclass_fields__)
+    aug_names = set(Augment.__dataclass_fields__)
+    # Augmentation: a preset name and/or single knobs laid over the preset (or the recipe's own).
+    aug_knobs = {k: v for k in aug_names if (v := options.pop(k, None)) is not None}
+    aug = options.pop("augment", None)
+    if isinstance(aug, str):
+        options["augment"] = resolve_augment(aug, **aug_knobs)
+    elif aug_knobs:
+        base = aug or (TRAIN_PRESETS["best"].augment if preset == "best" else FitConfig().augment)
+        options["augment"] = replace(base, **aug_knobs)
+    elif aug is not None:
+        options["augment"] = aug
     unknown = set(options) - data_names - fit_names
     if unknown:
         raise TypeError(f"unknown option(s): {sorted(unknown)}")

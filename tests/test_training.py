@@ -1,0 +1,220 @@
+"""Fine-tuning and training from scratch on tiny synthetic data: every mode, loss, scheduler and
+augmentation knob runs; early stopping, resume, DDP, pixel cache, TTA and run outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+import wardrobe
+from wardrobe.data.cache import file_digest
+from wardrobe.data.images import load_image
+from wardrobe.data.pixelcache import PixelCache, cache_preprocess
+from wardrobe.errors import WardrobeError
+from wardrobe.training.augment import AUGMENT_PRESETS, Augment, resolve_augment, train_transform
+from wardrobe.training.losses import FocalLoss, class_weights
+from wardrobe.transforms import Preprocess
+from conftest import make_folder_dataset, shape_image
+
+TINY = dict(epochs=1, image_size=64, batch_size=8, workers=0, val_ratio=0.34, show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_folder_dataset(tmp_path_factory.mktemp("tiny"), per_class=6, size=64)
+
+
+def _train(tiny, tmp_path, **kw):
+    opts = dict(TINY, mode="scratch", model="simple_cnn")
+    opts.update(kw)
+    return wardrobe.train(tiny, tmp_path / "run", **opts)
+
+
+def _rows(run):
+    with (run / "epochs.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("mode,model", [("finetune", "efficientnet_lite0"), ("scratch", "simple_cnn"),
+                                        ("scratch", "alexnet"), ("scratch", "mobilenet_v1"),
+                                        ("scratch", "resnet18")])
+def test_every_mode_and_registry_model_trains_and_predicts(tiny, tmp_path, mode, model):
+    res = _train(tiny, tmp_path, mode=mode, model=model)
+    assert res.model_path.is_file()
+    rows = _rows(res.out)
+    assert len(rows) == 1 and float(rows[0]["train_images_per_s"]) > 0
+    # the model file serves evaluate and predict like a probe's
+    m = wardrobe.evaluate(res.out, tiny, show_progress=False)
+    assert m["n_images"] == 18 and 0 <= m["accuracy"] <= 1
+    assert wardrobe.Classifier.load(res.out).predict([tiny / "circle" / "circle_000.jpg"])[0]["label"] in \
+        ("circle", "square", "triangle")
+
+
+@pytest.mark.parametrize("opts", [
+    dict(loss="weighted_ce"), dict(loss="focal", focal_gamma=1.5), dict(loss="ce", label_smoothing=0.0),
+    dict(optimizer="sgd", scheduler="cosine", warmup_epochs=0.5), dict(scheduler="plateau"), dict(scheduler="none"),
+    dict(sampler="balanced"), dict(balance=5), dict(trainable="head"), dict(trainable="last:2"),
+    dict(epochs=2, head_epochs=1, backbone_lr_mult=0.1),
+])
+def test_losses_schedulers_samplers_and_freezing_run(tiny, tmp_path, opts):
+    res = _train(tiny, tmp_path, **opts)
+    cfg = json.loads((res.out / "config.json").read_text())["fit"]
+    for k, v in opts.items():
+        assert cfg[k] == v
+    assert len(_rows(res.out)) == opts.get("epochs", 1)
+
+
+@pytest.mark.parametrize("knob", [dict(hflip=1.0), dict(rotation=20.0), dict(crop_scale=0.3),
+                                  dict(color_jitter=0.4), dict(randaugment_n=2, randaugment_m=9),
+                                  dict(erasing=1.0), dict(noise=0.1), dict(augment="strong"), dict(augment="none")])
+def test_every_augmentation_knob_runs_and_is_recorded(tiny, tmp_path, knob):
+    res = _train(tiny, tmp_path, **knob)
+    aug = json.loads((res.out / "config.json").read_text())["fit"]["augment"]
+    expected = AUGMENT_PRESETS[knob["augment"]].to_dict() if "augment" in knob else knob
+    for k, v in expected.items():
+        assert aug[k] == v
+
+
+def test_augmentation_knobs_change_pixels_as_specified():
+    pre = Preprocess(input_size=32, mean=(0, 0, 0), std=(1, 1, 1))
+    x = torch.arange(3 * 40 * 40, dtype=torch.int64).reshape(3, 40, 40).remainder(256).to(torch.uint8)
+    plain = train_transform(Augment(), pre)(x)
+    assert plain.shape == (3, 32, 32)
+    flipped = train_transform(Augment(hflip=1.0), pre)(x)
+    assert torch.allclose(flipped, torch.flip(plain, dims=[2]))
+    noisy = train_transform(Augment(noise=0.1), pre)(x)
+    assert 0.05 < (noisy - plain).std() < 0.15 and noisy.min() >= 0 and noisy.max() <= 1
+    erased = train_transform(Augment(erasing=1.0), pre)(x)
+    assert (erased == 0).sum() > (plain == 0).sum()
+    with pytest.raises(WardrobeError, match="unknown preset"):
+        resolve_augment("wild")
+
+
+def test_focal_loss_and_class_weights_by_hand():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 0.0]])
+    target = torch.tensor([0, 1])
+    ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    p = torch.softmax(logits, 1)[[0, 1], [0, 1]]
+    assert torch.isclose(FocalLoss(0.0)(logits, target), ce.mean())
+    assert torch.isclose(FocalLoss(2.0)(logits, target), ((1 - p) ** 2 * ce).mean())
+    w = class_weights(np.array([0, 0, 0, 1]), 3)  # class 2 absent
+    assert w[2] == 0 and torch.isclose(w[1] / w[0], torch.tensor(3.0))
+
+
+def test_early_stopping_stops(tiny, tmp_path):
+    # lr ~0: validation macro-F1 cannot improve after the first epoch
+    res = _train(tiny, tmp_path, epochs=6, patience=1, lr=1e-12, scheduler="none")
+    assert len(_rows(res.out)) == 2
+
+
+class _Interrupt(L.Callback):
+    """Ctrl+C at the start of the second epoch, once the first one's checkpoint is written."""
+
+    def on_train_epoch_start(self, trainer, module):
+        if trainer.current_epoch == 1:
+            raise KeyboardInterrupt
+
+
+class _OptimizerProbe(L.Callback):
+    def on_train_start(self, trainer, module):
+        self.state = {k: {n: t.clone() for n, t in v.items() if torch.is_tensor(t)}
+                      for k, v in trainer.optimizers[0].state_dict()["state"].items()}
+        self.epoch = trainer.current_epoch
+
+
+def test_resume_continues_with_same_optimizer_state(tiny, tmp_path):
+    opts = dict(epochs=3, scheduler="cosine")
+    with pytest.raises(WardrobeError, match="--resume"):
+        _train(tiny, tmp_path, extra_callbacks=[_Interrupt()], **opts)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, map_location="cpu", weights_only=False)
+    assert saved["epoch"] == 0 and saved["optimizer_states"][0]["state"]
+    probe = _OptimizerProbe()
+    res = _train(tiny, tmp_path, resume=True, extra_callbacks=[probe], **opts)
+    assert probe.epoch == 1  # continues with the second epoch, not from scratch
+    for k, tensors in probe.state.items():
+        for n, t in tensors.items():
+            assert torch.equal(t, saved["optimizer_states"][0]["state"][k][n]), (k, n)
+    assert [int(r["epoch"]) for r in _rows(res.out)] == [1, 2, 3]
+    with pytest.raises(WardrobeError, match="no checkpoint"):
+        _train(tiny, tmp_path / "other", resume=True)
+
+
+def test_run_outputs_and_overfitting_warning(tiny, tmp_path):
+    res = _train(tiny, tmp_path, epochs=2, overfit_gap=-1.0)  # any gap counts: the warning must fire
+    out = res.out
+    assert {"model.safetensors", "config.json", "metrics.json", "epochs.csv", "curves.png"} <= {p.name for p in out.iterdir()}
+    assert list(_rows(out)[0]) == ["epoch", "train_loss", "train_acc", "train_f1_macro", "val_loss", "val_acc",
+                                   "val_f1_macro", "lr", "train_images_per_s", "epoch_seconds"]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["overfitting_warning"] is True and len(m["epochs"]) == 2
+    assert json.loads((out / "config.json").read_text())["fit"]["augment"]["crop_scale"] == 0.35
+
+
+def test_pixel_cache_matches_fresh_decode_and_follows_content(tmp_path):
+    p = tmp_path / "a.jpg"
+    shape_image("circle", 1, 120).save(p)
+    cache = PixelCache(64, root=tmp_path / "cache")
+    assert cache.fill([p], [file_digest(p)], workers=0, show_progress=False) == {}
+    fresh = cache_preprocess(64).pixels(load_image(p, min_side=64))
+    assert torch.equal(cache.get(file_digest(p)), fresh)
+    # a reopened cache serves the same pixels from disk
+    again = PixelCache(64, root=tmp_path / "cache")
+    assert torch.equal(again.get(file_digest(p)), fresh)
+    shape_image("square", 2, 120).save(p)  # the file changes: its old entry no longer applies
+    assert file_digest(p) not in again.index
+    again.fill([p], [file_digest(p)], workers=0, show_progress=False)
+    assert torch.equal(again.get(file_digest(p)), cache_preprocess(64).pixels(load_image(p, min_side=64)))
+
+
+def test_tta_averages_photo_and_mirror(trained_run, shapes_dir):
+    files = sorted((shapes_dir / "triangle").glob("*.jpg"))[:3]
+    clf = wardrobe.Classifier.load(trained_run, runtime="torch")
+    pixels = torch.stack([clf.preprocess.pixels(load_image(f)) for f in files])
+    plain = clf._probs(pixels)
+    mirror = clf._probs(torch.flip(pixels, dims=[3]))
+    clf.tta = True
+    assert np.allclose(clf._probs(pixels), (plain + mirror) / 2, atol=1e-6)
+    m = wardrobe.evaluate(trained_run, shapes_dir, tta=True, show_progress=False)
+    assert m["tta"] is True and m["accuracy"] == 1.0
+
+
+def test_ddp_two_cpu_processes(tiny, tmp_path):
+    """Lightning's DDP on two CPU processes (gloo): both ranks train, one model file comes out."""
+    out = tmp_path / "ddp"
+    env = dict(os.environ, WARDROBE_QUIET="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, "-m", "wardrobe.cli", "train", str(tiny), "--out", str(out),
+                           "--mode", "scratch", "--model", "simple_cnn", "--image-size", "48", "--epochs", "1",
+                           "--batch-size", "4", "--workers", "0", "--val-ratio", "0.34",
+                           "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = sorted((out / "ranks").glob("rank-*.json"))
+    assert [r.name for r in ranks] == ["rank-0.json", "rank-1.json"]
+    for r in ranks:
+        info = json.loads(r.read_text())
+        assert info["world_size"] == 2 and info["batches"] > 0 and info["images"] > 0
+    assert len(list(out.rglob("*.safetensors"))) == 1
+
+
+def test_best_preset_and_bad_options(tiny, tmp_path):
+    from wardrobe.training.config import TRAIN_PRESETS
+
+    best = TRAIN_PRESETS["best"]
+    assert best.mode == "finetune" and best.model == "efficientnet_lite0" and best.max_minutes <= 30
+    with pytest.raises(WardrobeError, match="--optimizer"):
+        _train(tiny, tmp_path, optimizer="adam2")
+    with pytest.raises(WardrobeError, match="--trainable"):
+        _train(tiny, tmp_path, trainable="some")
+    with pytest.raises(WardrobeError, match="no pretrained weights"):
+        _train(tiny, tmp_path, mode="finetune", model="alexnet")
+    with pytest.raises(WardrobeError, match="apply to --mode finetune or scratch"):
+        wardrobe.train(tiny, tmp_path / "p", epochs=3, workers=0, show_progress=False)
