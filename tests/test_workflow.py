@@ -158,5 +158,11 @@ def test_datasets_and_models_commands(monkeypatch, tmp_path):
     monkeypatch.setenv("WARDROBE_DATA_DIR", str(tmp_path))
     res = runner.invoke(app, ["datasets"])
     assert res.exit_code == 0 and "clothing-top10" in res.output and "clothing-17" in res.output
-    res = runner.invoke(app, ["models"])
-    assert res.exit_code == 0 and "efficientnet_lite2" in res.output
+    res = runner.invoke(app, ["models"], terminal_width=200)
+    assert res.exit_code == 0 and "efficientnet_lite2" in res.output and "mobilenet_v1" in res.output
+    from wardrobe.models.registry import model_catalogue
+
+    rows = {r["name"]: r for r in model_catalogue()}
+    assert rows["efficientnet_lite0"]["pretrained"].startswith("yes") and rows["efficientnet_lite0"]["input_size"] == 224
+    assert 4.0 < rows["efficientnet_lite0"]["params_m"] < 5.0  # 4.65 M with a 1000-class head
+    assert rows["alexnet"]["pretrained"].startswith("no")

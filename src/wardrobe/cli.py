@@ -242,7 +242,8 @@ def models():
 
     t = Table(title="models (any other timm name works too)")
     for col in ("name", "architecture", "params (M)", "input", "pretrained weights"):
-        t.add_column(col, justify="right" if col in ("params (M)", "input") else "left")
+        t.add_column(col, justify="right" if col in ("params (M)", "input") else "left",
+                     no_wrap=col in ("name", "architecture"))
     for r in model_catalogue():
         t.add_row(r["name"], r["arch"], f"{r['params_m']:.1f}", str(r["input_size"]), r["pretrained"])
     results.print(t)
