@@ -3,8 +3,10 @@
 from wardrobe.data import DataOptions, load_dataset
 from wardrobe.errors import WardrobeError
 from wardrobe.evaluation import evaluate
+from wardrobe.evaluation import bench, compare, cross_validate
 from wardrobe.inference import Classifier, predict
 from wardrobe.training import train
 
 __version__ = "0.1.0"
 __all__ = ["Classifier", "DataOptions", "WardrobeError", "evaluate", "load_dataset", "predict", "train"]
+__all__ += ["bench", "compare", "cross_validate"]

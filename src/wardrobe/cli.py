@@ -156,19 +156,29 @@ def evaluate(
     workers: Workers = None,
     runtime: Runtime = "auto",
     tta: Tta = False,
+    robustness: Annotated[bool, typer.Option("--robustness", help="Also measure the photos under noise, blur, JPEG q20 and brightness changes.")] = False,
+    calibrate: Annotated[bool, typer.Option("--calibrate", help="Fit a temperature on DATA's validation split and store it in the model file.")] = False,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Do not write report.html in --out.")] = False,
     image_col: ImageCol = "image", label_col: LabelCol = "label", split_col: SplitCol = None,
     images_dir: ImagesDir = None, extension: Extension = None, label_regex: LabelRegex = None,
     label_map: LabelMap = None, include: Include = None, exclude: Exclude = None, rename: Rename = None,
     top_k_classes: TopK = None, min_count: MinCount = None, strict: Strict = False,
 ):
-    """Measure a model on labelled photos: accuracy, F1, mAP, per-class metrics, confusion matrix."""
+    """Measure a model on labelled photos: accuracy, F1, mAP, per-class metrics, confusion matrix,
+    calibration (ECE); with --out also a reliability diagram and report.html."""
     from wardrobe.evaluation import evaluate as evaluate_api
 
     opts = _data_options(image_col, label_col, split_col, images_dir, extension, label_regex, label_map,
                          include, exclude, rename, top_k_classes, min_count, strict)
     result = evaluate_api(model, data, out, split=split, data_options=opts, batch_size=batch_size,
-                          workers=workers, runtime=runtime, tta=tta)
+                          workers=workers, runtime=runtime, tta=tta, robustness=robustness, calibrate=calibrate,
+                          report=not no_report)
     results.print(_metrics_table(result, f"{data} ({result['split']}, {result['n_images']} photos)"))
+    from wardrobe.evaluation.tables import calibration_line, robustness_table
+
+    results.print(calibration_line(result))
+    if "robustness" in result:
+        results.print(robustness_table(result["robustness"]))
 
 
 @app.command()
@@ -247,6 +257,109 @@ def models():
     for r in model_catalogue():
         t.add_row(r["name"], r["arch"], f"{r['params_m']:.1f}", str(r["input_size"]), r["pretrained"])
     results.print(t)
+
+
+# cv and compare accept every option of `wardrobe train`: the train command's own parser reads them.
+Forwarded = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _train_options(data: str, args: list[str]) -> dict:
+    import click
+
+    cmd = typer.main.get_command(app).commands["train"]
+    try:
+        ctx = cmd.make_context("train", [data, "--out", "-", *args])
+    except click.exceptions.Exit:
+        raise typer.Exit() from None
+    except click.ClickException as exc:
+        raise WardrobeError(f"{exc.format_message()} (options after DATA are those of 'wardrobe train')") from None
+    p = dict(ctx.params)
+    opts = _data_options(*(p.pop(k) for k in ("image_col", "label_col", "split_col", "images_dir", "extension",
+                                                 "label_regex", "label_map", "include", "exclude", "rename",
+                                                 "top_k_classes", "min_count", "strict")))
+    for k in ("data", "out", "val_ratio", "test_ratio"):
+        p.pop(k, None)
+    ra = p.pop("randaugment", None)
+    if ra:
+        try:
+            p["randaugment_n"], p["randaugment_m"] = (int(v) for v in ra.split(","))
+        except ValueError:
+            raise WardrobeError(f"--randaugment {ra}: expected N,M such as 2,9") from None
+    devices = p.get("devices")
+    if isinstance(devices, str) and devices.isdigit():
+        p["devices"] = int(devices)
+    no_cache = p.pop("no_cache", False)
+    kwargs = {k: v for k, v in p.items() if v is not None and v is not False}
+    if no_cache:
+        kwargs["use_cache"] = False
+        kwargs["use_pixel_cache"] = False
+    return {"data_options": opts, **kwargs}
+
+
+@app.command(context_settings=Forwarded)
+def cv(
+    ctx: typer.Context,
+    data: Annotated[str, typer.Argument(help="Preset, folder or manifest; any split column is ignored.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for fold-K/ runs, cv.json/.csv/.md and report.html.")],
+    folds: Annotated[int, typer.Option("--folds", "-k", min=2, help="Number of stratified folds.")] = 5,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Do not write report.html.")] = False,
+):
+    """k-fold cross-validation: one model per stratified fold, mean ± std of accuracy, F1 and mAP.
+    Every other option (after DATA) is a 'wardrobe train' option, e.g. --preset best or --model."""
+    from wardrobe.evaluation.cv import cross_validate, cv_table
+
+    kwargs = _train_options(data, ctx.args)
+    result = cross_validate(data, out, folds=folds, report=not no_report, **kwargs)
+    if result:
+        results.print(cv_table(result))
+
+
+@app.command(context_settings=Forwarded)
+def compare(
+    ctx: typer.Context,
+    data: Annotated[str, typer.Argument(help="Preset, folder or manifest with labels.")],
+    models: Annotated[str, typer.Option("--models", help="Comma-separated model names ('wardrobe models').")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for one run per model and leaderboard.md/.csv/.png.")],
+    folds: Annotated[Optional[int], typer.Option("--folds", "-k", min=2, help="Compare on the same k folds instead of one split.")] = None,
+):
+    """Train and evaluate several models on the same split (or folds); a leaderboard of quality,
+    parameters, MFLOPs, latency and training time. Other options are 'wardrobe train' options."""
+    from wardrobe.evaluation.compare import compare as compare_api, leaderboard_table
+
+    kwargs = _train_options(data, ctx.args)
+    if "model" in kwargs:
+        raise WardrobeError("compare: name the networks with --models a,b,c, not --model")
+    result = compare_api(data, models.split(","), out, folds=folds, **kwargs)
+    results.print(leaderboard_table(result))
+
+
+@app.command()
+def bench(
+    model: Annotated[Path, typer.Argument(help="Run folder or model file.")],
+    images: Annotated[Optional[list[Path]], typer.Option("--images", help="Photos to time with (repeatable; default: 32 synthetic 800x600 JPEGs).")] = None,
+    runs: Annotated[int, typer.Option("--runs", min=5, help="Single-photo runs.")] = 50,
+    batch_size: BatchSize = 32,
+    runtime: Runtime = "auto",
+    tta: Tta = False,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the figures as JSON here.")] = None,
+):
+    """Speed of a model on this machine: single-photo latency p50/p95 and batch throughput, with and
+    without JPEG decoding; prints the CPU model and thread counts."""
+    from wardrobe.data.images import is_image_file
+    from wardrobe.evaluation.speed import bench as bench_api
+    from wardrobe.evaluation.tables import speed_table
+    from wardrobe.inference import Classifier
+
+    files = []
+    for p in images or []:
+        files += sorted(q for q in p.rglob("*") if is_image_file(q)) if p.is_dir() else [p]
+    clf = Classifier.load(model, runtime=runtime, tta=tta)
+    result = bench_api(clf, files or None, runtime=runtime, batch_size=batch_size, single_runs=runs)
+    results.print(speed_table(result))
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(result, indent=2))
+        console.print(f"wrote {output}")
 
 
 def main() -> None:

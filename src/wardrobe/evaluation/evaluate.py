@@ -9,11 +9,16 @@ from pathlib import Path
 
 import numpy as np
 
-from wardrobe.data import DataOptions, load_dataset
+from wardrobe.data import DataOptions, assign_splits, load_dataset
 from wardrobe.data.sources import Dataset
 from wardrobe.errors import WardrobeError
 from wardrobe.evaluation.metrics import compute_metrics
+from wardrobe.evaluation.calibration import (calibration_summary, expected_calibration_error, fit_temperature, nll,
+                                             plot_reliability, reliability_bins, softmax, store_temperature)
 from wardrobe.evaluation.plots import plot_confusion, write_confusion_csv
+from wardrobe.evaluation.report import write_report
+from wardrobe.evaluation.robustness import robustness as robustness_test
+from wardrobe.models.modelfile import resolve_model_path
 from wardrobe.inference.classifier import Classifier
 from wardrobe.ui import info, warn
 
@@ -56,7 +61,12 @@ def pick_split(ds: Dataset, split: str | None) -> tuple[str, list]:
 def evaluate(model: str | Path | Classifier, data: str | Path, out: str | Path | None = None,
              split: str | None = None, data_options: DataOptions | None = None, batch_size: int = 32,
              workers: int | None = None, runtime: str = "auto", show_progress: bool = True, tta: bool = False,
+             robustness: bool = False, calibrate: bool = False, report: bool = True, seed: int = 0,
              **data_overrides) -> dict:
+    """Metrics of a model on DATA's ``split``; with ``out``: metrics.json, confusion matrix CSV/PNG,
+    reliability diagram and report.html. ``robustness``: the same photos under each corruption of
+    wardrobe.evaluation.robustness. ``calibrate``: fit a temperature on DATA's validation split and
+    store it in the model file (the metrics are then those of the calibrated model)."""
     t0 = time.perf_counter()
     clf = model if isinstance(model, Classifier) else Classifier.load(model, runtime=runtime, tta=tta)
     opts = data_options or DataOptions()
@@ -73,10 +83,25 @@ def evaluate(model: str | Path | Classifier, data: str | Path, out: str | Path |
     if not ok.any():
         raise WardrobeError(f"{ds.name}: none of the {len(recs)} photos could be read")
     y = np.array([index[mapping[r.label]] for r in recs])[ok]
-    metrics = compute_metrics(y, probs[ok], clf.classes)
+    probs = probs[ok]
+    ok_recs = [r for r, good in zip(recs, ok) if good]
+    calibration = calibration_summary(probs, y)
+    calibration["temperature"] = clf.temperature
+    probs_before = probs
+    if calibrate:
+        probs = _calibrate(clf, model, ds, split, probs, y, mapping, index, batch_size, workers, show_progress,
+                           calibration)
+    metrics = compute_metrics(y, probs, clf.classes)
+    rob = None
+    if robustness:
+        rob = robustness_test(clf, [r.path for r in ok_recs], y, batch_size=batch_size, workers=workers, seed=seed,
+                              show_progress=show_progress)
     seconds = time.perf_counter() - t0
     result = {"model": str(model if not isinstance(model, Classifier) else "<in memory>"), "data": str(data),
-              "split": split, "tta": clf.tta, **metrics, "seconds": round(seconds, 2), "skipped": ds.skipped.to_dict()}
+              "split": split, "tta": clf.tta, **metrics,
+              "calibration": {k: v for k, v in calibration.items() if not k.startswith("reliability")},
+              **({"robustness": rob} if rob else {}),
+              "seconds": round(seconds, 2), "skipped": ds.skipped.to_dict()}
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -87,5 +112,61 @@ def evaluate(model: str | Path | Classifier, data: str | Path, out: str | Path |
         np.savetxt(out / "confusion_matrix_normalized.csv", norm, delimiter=",", fmt="%.4f",
                    header=",".join(clf.classes), comments="")
         plot_confusion(cm, clf.classes, out / "confusion_matrix.png", title=f"{ds.name} ({split})")
-        info(f"wrote {out / 'metrics.json'}, confusion_matrix.csv/.png")
+        plot_reliability(probs_before, y, out / "reliability.png", title=f"{ds.name} ({split})",
+                         after=probs if calibrate else None)
+        written = "confusion_matrix.csv/.png, reliability.png"
+        if report:
+            counts = {}
+            for r in ds.records:
+                if r.label in mapping:
+                    counts[mapping[r.label]] = counts.get(mapping[r.label], 0) + 1
+            run_dir = None if isinstance(model, Classifier) else resolve_model_path(model).parent
+            write_report(out / "report.html", f"{Path(str(model)).name} on {ds.name} ({split})", metrics, y, probs,
+                         [r.path for r in ok_recs], class_counts=dict(sorted(counts.items())), run_dir=run_dir,
+                         robustness=rob, calibration=calibration, reliability_png=out / "reliability.png")
+            written += ", report.html"
+        info(f"wrote {out / 'metrics.json'}, {written}")
     return result
+
+
+def _calibrate(clf, model, ds, split, probs, y, mapping, index, batch_size, workers, show_progress,
+               calibration: dict) -> np.ndarray:
+    """Fit a temperature on the validation split, store it in the model file, and return the
+    evaluated photos' probabilities under it. ``calibration`` gains the before/after figures."""
+    t_old = clf.temperature
+    # T_old * log p equals the raw logits up to a per-photo constant, which softmax ignores.
+    as_logits = lambda p: t_old * np.log(np.clip(p.astype(np.float64), 1e-30, None))  # noqa: E731
+    if split == "validation":
+        val_logits, val_y = as_logits(probs), y
+    else:
+        val = ds.split("validation")
+        split_cfg = ((clf.meta.get("train_config") or {}).get("dataset") or {}).get("split")
+        if not ds.has_splits and isinstance(split_cfg, dict):
+            # Data without a split column: redo the model's own stratified split (same ratios, same seed).
+            val = assign_splits(ds, split_cfg.get("val_ratio", 0.15), split_cfg.get("test_ratio", 0.0),
+                                split_cfg.get("seed", 0)).split("validation")
+        if not val:
+            raise WardrobeError(f"{ds.name}: --calibrate needs a validation split to fit the temperature on")
+        vp, verr = clf.predict_proba([r.path for r in val], batch_size, workers, show_progress, "calibrate")
+        keep = np.array([i not in verr for i in range(len(val))], dtype=bool)
+        unknown = sorted({r.label for r in val} - set(mapping))
+        if unknown:
+            raise WardrobeError(f"{ds.name}: validation labels unknown to the model: {', '.join(unknown)}")
+        val_logits = as_logits(vp[keep])
+        val_y = np.array([index[mapping[r.label]] for r in val])[keep]
+    t_new = fit_temperature(val_logits, val_y)
+    fitted_on = {"data": ds.name, "split": "validation", "n_images": int(len(val_y)),
+                 "nll_before": nll(val_logits, val_y), "nll_after": nll(val_logits, val_y, t_new)}
+    if isinstance(model, Classifier):
+        warn("--calibrate on an in-memory model: the temperature is set on it but not saved to a file")
+    else:
+        store_temperature(model, t_new, fitted_on)
+        info(f"temperature {t_new:.3f} (was {t_old:.3f}) stored in {resolve_model_path(model)}")
+    clf.temperature = t_new
+    new = softmax(as_logits(probs), t_new)
+    calibration.update({"fitted_temperature": t_new, "temperature": t_new, "fitted_on": fitted_on,
+                        "ece_before": calibration["ece"], "ece_after": expected_calibration_error(new, y),
+                        "reliability_after": reliability_bins(new, y)})
+    if split == "validation":
+        warn("the temperature was fitted on the photos being evaluated: ECE after scaling is optimistic")
+    return new.astype(np.float32)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from wardrobe.data import DataOptions, assign_splits, load_dataset
+from wardrobe.data import DataOptions, Dataset, assign_splits, load_dataset
+from wardrobe.data.audit import leakage_message, split_leakage
 from wardrobe.errors import WardrobeError
 from wardrobe.evaluation.metrics import compute_metrics, summary
 from wardrobe.models.modelfile import MODEL_FILENAME, save_model
@@ -37,12 +39,17 @@ def train(data: str | Path, out: str | Path, mode: str | None = None, model: str
           test_ratio: float = 0.0, seed: int = 0, batch_size: int = 32, workers: int | None = None,
           runtime: str = "auto", cs: tuple[float, ...] = DEFAULT_CS, head: str = DEFAULT_HEAD,
           use_cache: bool = True, show_progress: bool = True, resume: bool = False,
-          fit: FitConfig | None = None, extra_callbacks=(), **options) -> TrainResult:
+          fit: FitConfig | None = None, extra_callbacks=(), splits: Mapping[str, str] | None = None,
+          **options) -> TrainResult:
     """Train a classifier on DATA and write OUT/{model.safetensors, config.json, metrics.json}.
 
     ``mode``: probe (frozen backbone + logistic regression, the default), finetune or scratch.
     ``preset``: fast (the probe) or best (the strongest recipe for 30 minutes on 2 CPU cores).
     Other keyword options are data options (see DataOptions) or training options (see FitConfig).
+    ``splits``: {photo path: "train" | "validation"} overriding any split column or ratio (how
+    cross-validation hands each fold its photos); photos it does not name are left out.
+    In probe mode ``noise=SIGMA`` hardens the model: the logistic regression also sees embeddings
+    of a copy of each training photo with Gaussian pixel noise of that sigma.
     """
     t0 = time.perf_counter()
     data_names = set(DataOptions.__dataclass_fields__)
@@ -51,8 +58,11 @@ def train(data: str | Path, out: str | Path, mode: str | None = None, model: str
     # Augmentation: a preset name and/or single knobs laid over the preset (or the recipe's own).
     aug_knobs = {k: v for k in aug_names if (v := options.pop(k, None)) is not None}
     aug = options.pop("augment", None)
+    probe_noise = 0.0
     if isinstance(aug, str):
         options["augment"] = resolve_augment(aug, **aug_knobs)
+    elif set(aug_knobs) == {"noise"} and (mode or ("finetune" if preset == "best" else "probe")) == "probe":
+        probe_noise = float(aug_knobs["noise"])
     elif aug_knobs:
         base = aug or (TRAIN_PRESETS["best"].augment if preset == "best" else FitConfig().augment)
         options["augment"] = replace(base, **aug_knobs)
@@ -76,6 +86,11 @@ def train(data: str | Path, out: str | Path, mode: str | None = None, model: str
     out = Path(out)
     opts = data_options or DataOptions()
     ds = load_dataset(data, opts, **data_overrides)
+    if splits is not None:
+        ds = Dataset([replace(r, split=splits[str(r.path)]) for r in ds.records if str(r.path) in splits],
+                     ds.name, ds.skipped, dict(ds.description, split="explicit"))
+        if not ds.records:
+            raise WardrobeError(f"{ds.name}: none of its photos is in the given splits")
     ds = assign_splits(ds, val_ratio=val_ratio, test_ratio=test_ratio, seed=seed)
     classes = ds.classes
     if len(classes) < 2:
@@ -87,6 +102,9 @@ def train(data: str | Path, out: str | Path, mode: str | None = None, model: str
          f"(train {len(train_recs)}, validation {len(val_recs)}, test {len(ds.split('test'))})")
     if len(ds.skipped):
         warn(ds.skipped.summary())
+    leakage = split_leakage(ds.records, workers, show_progress)
+    if (message := leakage_message(leakage)):
+        warn(message)
 
     if mode != "probe":
         cfg = fit_config(fit, mode=mode, model=model, batch_size=batch_size if batch_size != 32 else None,
@@ -117,9 +135,19 @@ def train(data: str | Path, out: str | Path, mode: str | None = None, model: str
     if empty:
         raise WardrobeError(f"{ds.name}: class {', '.join(map(repr, empty))} has no usable training photo")
 
-    t_fit = time.perf_counter()
     hf = head_features(feats, head)
-    w, b, search = fit_linear_probe(hf[tr], y[tr], hf[va], y[va], len(classes), cs=cs, seed=seed)
+    x_fit, y_fit = hf[tr], y[tr]
+    if probe_noise:
+        train_paths = [r.path for r, good in zip(train_recs, ok[:n_tr]) if good]
+        noisy, noisy_errors, noisy_stats = extract_embeddings(
+            train_paths, backbone, batch_size, workers, runtime, use_cache=use_cache,
+            show_progress=show_progress, noise=probe_noise, noise_seed=seed)
+        keep = np.array([i not in noisy_errors for i in range(len(train_paths))], dtype=bool)
+        x_fit = np.concatenate([x_fit, head_features(noisy, head)[keep]])
+        y_fit = np.concatenate([y_fit, y[tr][keep]])
+        stats = {**stats, "noisy": noisy_stats}
+    t_fit = time.perf_counter()
+    w, b, search = fit_linear_probe(x_fit, y_fit, hf[va], y[va], len(classes), cs=cs, seed=seed)
     fit_seconds = time.perf_counter() - t_fit
     val_probs = _softmax(hf[va] @ w.T + b)
     metrics = compute_metrics(y[va], val_probs, classes)
@@ -132,12 +160,14 @@ def train(data: str | Path, out: str | Path, mode: str | None = None, model: str
         "dataset": ds.description, "val_ratio": val_ratio, "test_ratio": test_ratio, "seed": seed,
         "batch_size": batch_size, "runtime": runtime, "preprocess": backbone.preprocess.to_dict(),
         "head": {"type": head, "fit": "logistic_regression", "C_grid": list(cs), **search},
+        "noise": probe_noise,
     }
     timings = {"total_seconds": round(time.perf_counter() - t0, 2), "fit_seconds": round(fit_seconds, 2),
                "embeddings": stats}
     result_metrics = {"split": "validation", **metrics, "timings": timings,
                       "counts": {"train": int(tr.sum()), "validation": int(va.sum())},
-                      "skipped": ds.skipped.to_dict()}
+                      "skipped": ds.skipped.to_dict(),
+                      "duplicates_across_splits": {k: v for k, v in leakage.items() if k.endswith("pairs") or k.startswith("eval")}}
     meta = {"arch": backbone.arch, "head": head, "backbone": backbone.name, "weights": backbone.weights, "mode": mode,
             "classes": classes, "preprocess": backbone.preprocess.to_dict(), "temperature": 1.0,
             "metrics": {"validation": summary(metrics)}, "train_config": config}

@@ -1,0 +1,191 @@
+"""k-fold cross-validation: stratified, seeded folds over every photo of DATA, each fold trained by
+``wardrobe.train`` on its own train/validation assignment.
+
+The caches make a probe CV cheap: embeddings are keyed by file content, so the first fold extracts
+them and every later fold (and every later CV of the same data) only fits logistic regressions.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold
+
+from wardrobe.data import DataOptions, load_dataset
+from wardrobe.errors import WardrobeError
+from wardrobe.evaluation.metrics import compute_metrics
+from wardrobe.evaluation.plots import plot_confusion, write_confusion_csv
+from wardrobe.ui import info, warn
+
+CV_KEYS = ("accuracy", "f1_macro", "f1_weighted", "map_macro")
+KEY_NAMES = {"accuracy": "accuracy", "f1_macro": "macro-F1", "f1_weighted": "weighted-F1", "map_macro": "mAP"}
+
+
+def make_folds(labels, folds: int = 5, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[(train indices, validation indices)] per fold: each class spread evenly over the folds,
+    every photo in exactly one validation fold."""
+    labels = np.asarray(labels)
+    if folds < 2:
+        raise WardrobeError(f"--folds {folds}: needs at least 2 folds")
+    values, counts = np.unique(labels, return_counts=True)
+    small = [str(v) for v, n in zip(values, counts) if n < folds]
+    if small:
+        raise WardrobeError(f"class {', '.join(map(repr, small))} has fewer photos than --folds {folds} "
+                            "(drop it with --exclude or --min-count, or use fewer folds)")
+    skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return [(tr, va) for tr, va in skf.split(np.zeros(len(labels)), labels)]
+
+
+def aggregate(fold_metrics: list[dict], keys=CV_KEYS) -> dict:
+    """Mean and standard deviation (population, ddof=0, as numpy and scikit-learn report it) of each
+    metric over the folds."""
+    out = {}
+    for k in keys:
+        vals = np.array([m[k] for m in fold_metrics], dtype=float)
+        out[k] = {"mean": float(vals.mean()), "std": float(vals.std()), "folds": vals.tolist()}
+    return out
+
+
+def fold_probabilities(model_path: Path, paths: list, batch_size: int = 32, workers: int | None = None,
+                       runtime: str = "auto", show_progress: bool = False) -> tuple[np.ndarray, dict]:
+    """Out-of-fold probabilities of one fold's model. A probe model's backbone is the frozen,
+    cached one, so its head is applied to the cached embeddings instead of rerunning the network."""
+    import torch
+
+    from wardrobe.inference.classifier import Classifier
+    from wardrobe.models.heads import _classifier_path
+    from wardrobe.models.modelfile import load_model
+    from wardrobe.models.registry import create_backbone
+    from wardrobe.training.embeddings import extract_embeddings
+
+    model, meta = load_model(model_path)
+    if meta.get("mode") == "probe" and meta.get("backbone"):
+        backbone = create_backbone(meta["backbone"], pretrained=True)
+        if backbone.weights == meta.get("weights"):
+            feats, errors, _ = extract_embeddings(paths, backbone, batch_size, workers, runtime,
+                                                  show_progress=show_progress)
+            head = model.get_submodule(_classifier_path(model))
+            good = np.array([i not in errors for i in range(len(paths))], dtype=bool)
+            probs = np.full((len(paths), len(meta["classes"])), np.nan, dtype=np.float32)
+            with torch.no_grad():
+                logits = head(torch.from_numpy(np.nan_to_num(feats[good]))).double()
+            probs[good] = torch.softmax(logits / float(meta.get("temperature", 1.0)), 1).numpy()
+            return probs, errors
+    clf = Classifier.load(model_path, runtime=runtime)
+    return clf.predict_proba(paths, batch_size, workers, show_progress, "out-of-fold")
+
+
+def cross_validate(data: str | Path, out: str | Path, folds: int = 5, seed: int = 0,
+                   data_options: DataOptions | None = None, batch_size: int = 32, workers: int | None = None,
+                   runtime: str = "auto", show_progress: bool = True, report: bool = True, **train_options) -> dict:
+    """Train one model per fold (any ``wardrobe.train`` option) and write OUT/fold-K/ (model file,
+    metrics.json, confusion matrix), OUT/cv.json, cv.csv, cv.md and report.html.
+
+    The folds ignore any split column of DATA: every photo is validated on exactly once."""
+    from wardrobe.training import train
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    opts = data_options or DataOptions()
+    ds = load_dataset(data, DataOptions(**opts.to_dict()))
+    if any(r.split == "test" for r in ds.records):
+        warn(f"{ds.name}: its split column is ignored; test photos take part in the folds too")
+    labels = [r.label for r in ds.records]
+    classes = ds.classes
+    splits = make_folds(labels, folds, seed)
+    paths = [str(r.path) for r in ds.records]
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[c] for c in labels])
+    oof = np.full((len(paths), len(classes)), np.nan, dtype=np.float32)
+    fold_rows = []
+    info(f"{ds.name}: {len(paths)} photos, {len(classes)} classes, {folds} stratified folds (seed {seed})")
+    for k, (tr, va) in enumerate(splits, start=1):
+        fold_dir = out / f"fold-{k}"
+        assignment = {paths[i]: "train" for i in tr} | {paths[i]: "validation" for i in va}
+        info(f"fold {k}/{folds}: train {len(tr)}, validation {len(va)}")
+        result = train(data, fold_dir, data_options=DataOptions(**opts.to_dict()), seed=seed, batch_size=batch_size,
+                       workers=workers, runtime=runtime, show_progress=show_progress, splits=assignment,
+                       **train_options)
+        m = result.metrics
+        if not m:  # a non-zero rank of a multi-process run
+            return {}
+        cm = np.array(m["confusion_matrix"])
+        write_confusion_csv(cm, m["classes"], fold_dir / "confusion_matrix.csv")
+        plot_confusion(cm, m["classes"], fold_dir / "confusion_matrix.png", title=f"fold {k}")
+        probs, errors = fold_probabilities(result.model_path, [paths[i] for i in va], batch_size, workers, runtime)
+        if m["classes"] != classes:
+            raise WardrobeError(f"fold {k}: trained on classes {m['classes']}, expected {classes}")
+        oof[va] = probs
+        fold_rows.append({"fold": k, "n_train": len(tr), "n_validation": len(va),
+                          **{key: m[key] for key in CV_KEYS}, "top3_accuracy": m.get("top3_accuracy"),
+                          "seconds": (m.get("timings") or {}).get("total_seconds")})
+    agg = aggregate(fold_rows)
+    ok = ~np.isnan(oof).any(1)
+    pooled = compute_metrics(y[ok], oof[ok], classes)
+    result = {"data": str(data), "dataset": ds.name, "folds": folds, "seed": seed, "n_images": len(paths),
+              "classes": classes, "train_options": {k: str(v) for k, v in train_options.items()},
+              "aggregate": agg, "fold_metrics": fold_rows,
+              "pooled_out_of_fold": {k: v for k, v in pooled.items() if k != "per_class"} | {"per_class": pooled["per_class"]},
+              "seconds": round(time.perf_counter() - t0, 2)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cv.json").write_text(json.dumps(result, indent=2))
+    _write_tables(out, fold_rows, agg)
+    np.save(out / "out_of_fold_probs.npy", oof)
+    if report:
+        from wardrobe.evaluation.report import table, write_report
+
+        summary_rows = [[KEY_NAMES[k], f"{agg[k]['mean']:.4f} ± {agg[k]['std']:.4f}"] for k in CV_KEYS]
+        folds_html = table(["fold", "train", "validation", *(KEY_NAMES[k] for k in CV_KEYS), "seconds"],
+                           [[r["fold"], r["n_train"], r["n_validation"], *(r[k] for k in CV_KEYS), r["seconds"]]
+                            for r in fold_rows])
+        note = ('<p class="note">Per-class table, confusion matrix, calibration and gallery below pool the '
+                'out-of-fold predictions: every photo predicted by the model that did not train on it.</p>')
+        calib = None
+        from wardrobe.evaluation.calibration import calibration_summary, plot_reliability
+
+        calib = calibration_summary(oof[ok], y[ok])
+        plot_reliability(oof[ok], y[ok], out / "reliability.png", title=f"{ds.name} out-of-fold")
+        write_report(out / "report.html", f"{folds}-fold cross-validation on {ds.name}", pooled, y[ok], oof[ok],
+                     [p for p, g in zip(paths, ok) if g], class_counts=dict(sorted(ds.class_counts().items())),
+                     run_dir=out / "fold-1", calibration=calib, reliability_png=out / "reliability.png",
+                     extra=[("folds", "Folds", note + folds_html)],
+                     summary_rows=[[f"{r[0]} (mean ± std over folds)", r[1]] for r in summary_rows]
+                     + [["pooled out-of-fold accuracy", pooled["accuracy"]], ["photos", len(paths)]])
+    info(f"wrote {out / 'cv.json'}, cv.csv, cv.md" + (", report.html" if report else ""))
+    return result
+
+
+def _write_tables(out: Path, rows: list[dict], agg: dict) -> None:
+    cols = ["fold", "n_train", "n_validation", *CV_KEYS, "seconds"]
+    with (out / "cv.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow([r[c] for c in cols])
+        w.writerow(["mean", "", "", *(f"{agg[k]['mean']:.4f}" for k in CV_KEYS), ""])
+        w.writerow(["std", "", "", *(f"{agg[k]['std']:.4f}" for k in CV_KEYS), ""])
+    lines = ["| fold | " + " | ".join(KEY_NAMES[k] for k in CV_KEYS) + " |",
+             "| --- |" + " --- |" * len(CV_KEYS)]
+    lines += [f"| {r['fold']} | " + " | ".join(f"{r[k]:.4f}" for k in CV_KEYS) + " |" for r in rows]
+    lines.append("| mean ± std | " + " | ".join(f"{agg[k]['mean']:.4f} ± {agg[k]['std']:.4f}" for k in CV_KEYS) + " |")
+    (out / "cv.md").write_text("\n".join(lines) + "\n")
+
+
+def cv_table(result: dict):
+    """A Rich table of the folds and the mean ± std."""
+    from rich.table import Table
+
+    t = Table(title=f"{result['folds']}-fold cross-validation on {result['dataset']} ({result['n_images']} photos)")
+    t.add_column("fold")
+    for k in CV_KEYS:
+        t.add_column(KEY_NAMES[k], justify="right")
+    for r in result["fold_metrics"]:
+        t.add_row(str(r["fold"]), *(f"{r[k]:.4f}" for k in CV_KEYS))
+    t.add_section()
+    agg = result["aggregate"]
+    t.add_row("mean ± std", *(f"{agg[k]['mean']:.4f} ± {agg[k]['std']:.4f}" for k in CV_KEYS))
+    return t
