@@ -245,3 +245,18 @@ def test_cli_train_options_reach_the_run_config(tiny, tmp_path):
 def test_fast_preset_is_the_probe(shapes_dir, tmp_path):
     res = wardrobe.train(shapes_dir, tmp_path / "fast", preset="fast", val_ratio=0.25, workers=0, show_progress=False)
     assert res.config["mode"] == "probe"
+
+
+def test_training_validation_view_equals_inference_preprocessing():
+    # An odd leftover after the resize is where two crop paths can round their offsets apart.
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    from wardrobe.data.pixelcache import cache_preprocess
+    from wardrobe.transforms import Preprocess
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (533, 400, 3), dtype=np.uint8))
+    pre = Preprocess(input_size=240)
+    canvas = cache_preprocess(pre.resize_to).pixels(img)
+    assert torch.equal(v2.CenterCrop(pre.input_size)(canvas), pre.pixels(img))

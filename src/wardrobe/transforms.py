@@ -55,6 +55,10 @@ class Preprocess:
             img = F.resize(img, [self.input_size, self.input_size], interpolation=interp, antialias=True)
         else:
             img = F.resize(img, self.resize_to, interpolation=interp, antialias=True)
+            # Two centre crops, as the training pixel cache does (square canvas, then the input): one
+            # crop would round its offset differently by a pixel, and that pixel moved the fine-tuned
+            # Lite1's validation accuracy by 0.9 points between `train` and `evaluate`.
+            img = F.center_crop(img, [self.resize_to, self.resize_to])
             img = F.center_crop(img, [self.input_size, self.input_size])
         return F.pil_to_tensor(img)
 

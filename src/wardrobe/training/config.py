@@ -70,7 +70,7 @@ class FitConfig:
 # clothing-top10 (probe, 0.886 vs 0.862), and fine-tuned Lite0 levelled off at 0.92 validation accuracy
 # (10 epochs). Freezing the stem and the first three block stages (generic edges and textures) makes a
 # training step cheap enough for 8 epochs in the budget (23 images/s on 2 cores).
-BEST = FitConfig(mode="finetune", model="efficientnet_lite1", epochs=8, batch_size=32, optimizer="adamw",
+BEST = FitConfig(mode="finetune", model="efficientnet_lite1", epochs=6, batch_size=32, optimizer="adamw",
                  lr=1e-3, weight_decay=0.02, scheduler="onecycle", warmup_epochs=1.0, label_smoothing=0.1,
                  trainable="last:5", drop_rate=0.2,
                  augment=resolve_augment("light", crop_scale=0.5, color_jitter=0.1), max_minutes=27)
