@@ -1,0 +1,374 @@
+"""Catalogue-scale labelling: stream any number of photos through the model and write each batch's
+rows as soon as it is done (CSV, JSONL or JSON), with memory bounded by one batch.
+
+Resuming after an interruption: the existing output is read back, a last line cut off mid-write is
+dropped, and only photos not in it are labelled and appended, so nothing is lost and nothing is
+written twice. Rows are flushed per batch, so an interruption loses at most the batch in flight.
+
+Several devices or nodes (``devices``/``strategy``): Lightning's predict loop with one shard file
+per rank (a BasePredictionWriter), merged in input order by rank 0 at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import json
+import os
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from wardrobe.errors import WardrobeError
+from wardrobe.ui import info, progress
+
+FORMATS = ("csv", "jsonl", "json")
+
+
+@dataclass
+class BatchSummary:
+    written: int = 0          # rows written by this call
+    failed: int = 0           # of which unreadable photos
+    skipped: int = 0          # already in the output (--resume)
+    total: int = 0            # photos named by the inputs
+    seconds: float = 0.0
+    output: str | None = None
+    shards: list[str] = field(default_factory=list)
+    rank: int = 0             # the process's rank in a multi-process run; only rank 0 reports
+
+    @property
+    def rate(self) -> float:
+        return self.written / self.seconds if self.seconds > 0 else 0.0
+
+
+def csv_header(top_k: int) -> list[str]:
+    return ["path", *[f"{k}{i}" for i in range(1, top_k + 1) for k in ("label_", "prob_")], "error"]
+
+
+def make_row(path: str, probs: np.ndarray | None, classes: list[str], top_k: int, error: str | None) -> dict:
+    if error is not None:
+        return {"path": path, "label": None, "prob": None, "top_k": [], "error": error}
+    order = np.argsort(-probs)[:top_k]
+    top = [(classes[c], float(probs[c])) for c in order]
+    return {"path": path, "label": top[0][0], "prob": top[0][1], "top_k": top, "error": None}
+
+
+class RowWriter:
+    """Writes rows in one of FORMATS to an open text stream, flushing after every ``write``."""
+
+    def __init__(self, stream: IO[str], fmt: str, top_k: int, fresh: bool):
+        self.stream, self.fmt, self.top_k = stream, fmt, top_k
+        self._csv = csv.writer(stream) if fmt == "csv" else None
+        self._first = True
+        if fresh and fmt == "csv":
+            self._csv.writerow(csv_header(top_k))
+        if fmt == "json":
+            stream.write("[")
+
+    def _json(self, r: dict) -> dict:
+        return {"path": r["path"], "label": r["label"], "prob": r["prob"],
+                "top_k": [{"label": l, "prob": p} for l, p in r["top_k"]], "error": r["error"]}
+
+    def write(self, rows: list[dict]) -> None:
+        for r in rows:
+            if self.fmt == "csv":
+                cells = []
+                for i in range(self.top_k):
+                    cells += ([r["top_k"][i][0], f"{r['top_k'][i][1]:.6f}"] if i < len(r["top_k"]) else ["", ""])
+                self._csv.writerow([r["path"], *cells, r["error"] or ""])
+            elif self.fmt == "jsonl":
+                self.stream.write(json.dumps(self._json(r)) + "\n")
+            else:
+                self.stream.write(("\n  " if self._first else ",\n  ") + json.dumps(self._json(r)))
+            self._first = False
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.fmt == "json":
+            self.stream.write("\n]\n" if not self._first else "]\n")
+        self.stream.flush()
+
+
+def guess_format(output: Path | None, fmt: str | None) -> str:
+    if fmt is None:
+        suffix = output.suffix.lower() if output else ""
+        fmt = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}.get(suffix, "csv")
+    if fmt not in FORMATS:
+        raise WardrobeError(f"--format must be one of {', '.join(FORMATS)}, not '{fmt}'")
+    return fmt
+
+
+def _drop_partial_last_line(path: Path) -> None:
+    """An interruption mid-write leaves a last line without its newline: cut it off so the photo is
+    labelled again rather than kept half-written."""
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with path.open("rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        # walk back to the previous newline in chunks (lines are short)
+        pos, chunk = size, 4096
+        while pos > 0:
+            start = max(0, pos - chunk)
+            f.seek(start)
+            data = f.read(pos - start)
+            nl = data.rfind(b"\n")
+            if nl >= 0:
+                f.truncate(start + nl + 1)
+                return
+            pos = start
+        f.truncate(0)
+
+
+def done_paths(output: Path, fmt: str, top_k: int) -> set[str]:
+    """Paths already in an output file (for --resume). Rows with an error count as done: the photo
+    was tried, and its reason is in the file."""
+    if fmt == "json":
+        raise WardrobeError(f"{output}: --resume needs --format csv or jsonl (a JSON array cannot be appended to)")
+    _drop_partial_last_line(output)
+    done: set[str] = set()
+    with output.open(newline="") as f:
+        if fmt == "csv":
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                return done
+            if header != csv_header(top_k):
+                raise WardrobeError(f"{output}: --resume: its columns ({len(header)}) do not match --top-k {top_k}; "
+                                    "use the same --top-k as the interrupted run")
+            for row in reader:
+                if row:
+                    done.add(row[0])
+        else:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    done.add(json.loads(line)["path"])
+                except (ValueError, KeyError, TypeError):
+                    raise WardrobeError(f"{output}: --resume: line {n} is not a wardrobe JSONL row") from None
+    return done
+
+
+def _open_output(output: Path | None, fmt: str, top_k: int, resume: bool) -> tuple[IO[str], bool, set[str]]:
+    if output is None:
+        if resume:
+            raise WardrobeError("--resume needs --output FILE (it reads back what was already written)")
+        return sys.stdout, True, set()
+    done: set[str] = set()
+    exists = output.is_file() and output.stat().st_size > 0
+    if resume and exists:
+        done = done_paths(output, fmt, top_k)
+        exists = output.stat().st_size > 0  # may have been emptied by dropping a partial line
+    output.parent.mkdir(parents=True, exist_ok=True)
+    stream = output.open("a" if resume else "w", newline="" if fmt == "csv" else None, encoding="utf-8")
+    return stream, not (resume and exists), done
+
+
+def label_photos(model, inputs: list[str | Path], output: str | Path | None = None, fmt: str | None = None,
+                 top_k: int = 3, batch_size: int = 32, workers: int | None = None, resume: bool = False,
+                 runtime: str = "auto", tta: bool = False, limit: int | None = None, show_progress: bool = True,
+                 devices: int | str | None = None, strategy: str | None = None,
+                 accelerator: str | None = None) -> BatchSummary:
+    """Label the photos named by ``inputs`` (files, folders, globs) into ``output`` (stdout if None).
+
+    ``limit`` labels at most that many new photos (a chunk of a long job; the rest with --resume).
+    """
+    from wardrobe.inference.predict import expand_paths
+
+    out = Path(output).expanduser() if output else None
+    fmt = guess_format(out, fmt)
+    files = [str(p) for p in expand_paths(inputs)]
+    if not files:
+        raise WardrobeError("no images to label")
+    if devices not in (None, 1, "1") or strategy:
+        return _label_distributed(model, files, out, fmt, top_k, batch_size, workers, resume, tta, limit,
+                                  show_progress, devices, strategy, accelerator)
+    from wardrobe.inference.export import load_classifier
+
+    clf = model if not isinstance(model, (str, Path)) else load_classifier(model, runtime=runtime, tta=tta)
+    top_k = max(1, min(top_k, len(clf.classes)))
+    stream, fresh, done = _open_output(out, fmt, top_k, resume)
+    todo = [p for p in files if p not in done]
+    if limit is not None:
+        todo = todo[:limit]
+    summary = BatchSummary(total=len(files), skipped=len(files) - len([p for p in files if p not in done]),
+                           output=str(out) if out else None)
+    if done:
+        info(f"resuming: {summary.skipped} of {len(files)} photos already in {out}")
+    writer = RowWriter(stream, fmt, top_k, fresh)
+    t0 = time.perf_counter()
+    try:
+        with progress(show_progress and len(todo) > batch_size) as bar:
+            task = bar.add_task("label", total=len(todo), rate="")
+            for rows in iter_rows(clf, todo, top_k, batch_size, workers):
+                writer.write(rows)
+                summary.written += len(rows)
+                summary.failed += sum(r["error"] is not None for r in rows)
+                el = time.perf_counter() - t0
+                bar.update(task, advance=len(rows), rate=f"{summary.written / el:.0f} photos/s" if el else "")
+        writer.close()
+    finally:
+        if stream is not sys.stdout:
+            stream.close()
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def iter_rows(clf, paths: list[str], top_k: int, batch_size: int = 32,
+              workers: int | None = None) -> Iterator[list[dict]]:
+    """Rows of each batch, in input order, as the DataLoader workers deliver decoded photos."""
+    from wardrobe.data.loader import iter_pixel_batches
+
+    for idx, pixels, bad in iter_pixel_batches(paths, clf.preprocess, batch_size, workers):
+        rows: dict[int, dict] = {}
+        if len(idx):
+            probs = clf._probs(pixels)
+            for j, i in enumerate(idx.tolist()):
+                rows[i] = make_row(paths[i], probs[j], clf.classes, top_k, None)
+        for i, reason in bad:
+            rows[i] = make_row(paths[i], None, clf.classes, top_k, reason)
+        yield [rows[i] for i in sorted(rows)]
+
+
+# --- several devices: Lightning's predict loop, one shard per rank -------------------------------------------
+
+
+def _label_distributed(model, files, out, fmt, top_k, batch_size, workers, resume, tta, limit, show_progress,
+                       devices, strategy, accelerator) -> BatchSummary:
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import BasePredictionWriter
+    from torch.utils.data import DataLoader
+
+    from wardrobe.data.loader import PhotoDataset, _collate, default_workers
+    from wardrobe.inference.classifier import Classifier
+
+    if out is None:
+        raise WardrobeError("--devices/--strategy need --output FILE (each rank writes a shard beside it)")
+    if isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".onnx":
+        raise WardrobeError(f"{model}: --devices runs the PyTorch model; pass the run folder or model file")
+    clf = model if isinstance(model, Classifier) else Classifier.load(model, runtime="torch", tta=tta)
+    top_k = max(1, min(top_k, len(clf.classes)))
+    shard_dir = out.with_name(out.name + ".shards")
+
+    class PredictModule(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = clf.model
+
+        def predict_step(self, batch, batch_idx):
+            idx, pixels, bad = batch
+            probs = None
+            if len(idx):
+                x = clf.preprocess.normalize(pixels.cpu()).to(self.device)
+                if clf.tta:
+                    x = torch.cat([x, torch.flip(x, dims=[3])])
+                p = torch.softmax(self.net(x).float() / clf.temperature, dim=1)
+                if clf.tta:
+                    p = 0.5 * (p[: len(idx)] + p[len(idx):])
+                probs = p.cpu().numpy()
+            return idx.cpu(), probs, bad
+
+    class ShardWriter(BasePredictionWriter):
+        """Each rank appends its rows (with their input index) to its own JSONL shard."""
+
+        def __init__(self):
+            super().__init__(write_interval="batch")
+            self.stream = None
+
+        def setup(self, trainer, pl_module, stage):
+            shard_dir.mkdir(parents=True, exist_ok=True)
+            self.stream = (shard_dir / f"rank-{trainer.global_rank}.jsonl").open("w", encoding="utf-8")
+
+        def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
+                               dataloader_idx=0):
+            idx, probs, bad = prediction
+            rows = [(i, make_row(todo[i], probs[j], clf.classes, top_k, None)) for j, i in enumerate(idx.tolist())]
+            rows += [(i, make_row(todo[i], None, clf.classes, top_k, reason)) for i, reason in bad]
+            for i, r in sorted(rows, key=lambda t: t[0]):
+                self.stream.write(json.dumps({"index": i, **r}) + "\n")
+            self.stream.flush()
+
+        def teardown(self, trainer, pl_module, stage):
+            if self.stream:
+                self.stream.close()
+
+    # Every rank reads the same output file, so every rank agrees on what is left to do.
+    done = done_paths(out, fmt, top_k) if resume and out.is_file() and out.stat().st_size > 0 else set()
+    todo = [p for p in files if p not in done]
+    if limit is not None:
+        todo = todo[:limit]
+    summary = BatchSummary(total=len(files), skipped=len(files) - len([p for p in files if p not in done]),
+                           output=str(out))
+    workers = default_workers() if workers is None else workers
+    loader = DataLoader(PhotoDataset(todo, clf.preprocess), batch_size=batch_size, shuffle=False,
+                        num_workers=workers, collate_fn=_collate)
+    devices = int(devices) if str(devices).isdigit() else (devices or "auto")
+    trainer = L.Trainer(accelerator=accelerator or "auto", devices=devices, strategy=strategy or "auto",
+                        callbacks=[ShardWriter()], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=show_progress and os.environ.get("WARDROBE_QUIET") != "1",
+                        enable_model_summary=False, use_distributed_sampler=True)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        trainer.predict(PredictModule(), loader, return_predictions=False)
+    trainer.strategy.barrier()
+    if trainer.global_rank == 0:
+        shards = sorted(shard_dir.glob("rank-*.jsonl"))
+        summary.shards = [str(s) for s in shards]
+        summary.written, summary.failed = merge_shards(shards, out, fmt, top_k, append=bool(done) or
+                                                       (resume and out.is_file() and out.stat().st_size > 0))
+        for s in shards:
+            s.unlink()
+        try:
+            shard_dir.rmdir()
+        except OSError:
+            pass
+    trainer.strategy.barrier()
+    summary.seconds = time.perf_counter() - t0
+    summary.rank = trainer.global_rank
+    return summary
+
+
+def merge_shards(shards: list[Path], out: Path, fmt: str, top_k: int, append: bool) -> tuple[int, int]:
+    """Merge rank shards (each sorted by input index) into OUT in input order, streaming; a photo that
+    two ranks both labelled (a padded sampler) is written once."""
+    streams = [s.open(encoding="utf-8") for s in shards]
+    written = failed = 0
+    try:
+        def rows(f):
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    yield r["index"], r
+
+        with out.open("a" if append else "w", newline="" if fmt == "csv" else None, encoding="utf-8") as dst:
+            writer = RowWriter(dst, fmt, top_k, fresh=not append)
+            last = None
+            batch: list[dict] = []
+            for i, r in heapq.merge(*(rows(f) for f in streams), key=lambda t: t[0]):
+                if i == last:
+                    continue
+                last = i
+                r["top_k"] = [(t[0], t[1]) for t in r["top_k"]]
+                batch.append(r)
+                written += 1
+                failed += r["error"] is not None
+                if len(batch) >= 256:
+                    writer.write(batch)
+                    batch = []
+            writer.write(batch)
+            writer.close()
+    finally:
+        for f in streams:
+            f.close()
+    return written, failed

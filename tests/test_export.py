@@ -1,0 +1,138 @@
+"""ONNX export: metadata, fp32 parity with PyTorch, int8 quantisation, and exported files used by
+predict; the int8 agreement on real photos is a slow test."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import wardrobe
+from wardrobe.cli import app
+from wardrobe.data.images import load_image
+from wardrobe.errors import WardrobeError
+from wardrobe.inference.export import export_model, load_classifier, read_onnx_meta
+from wardrobe.models.modelfile import load_model
+from wardrobe.transforms import Preprocess
+from conftest import real_data_root, shape_image
+
+runner = CliRunner()
+
+
+def _pixels(paths, pre: Preprocess) -> torch.Tensor:
+    return torch.stack([pre.pixels(load_image(p, min_side=pre.resize_to)) for p in paths])
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export")
+    return export_model(trained_run, out / "model.onnx"), export_model(trained_run, out / "model.int8.onnx", int8=True)
+
+
+def test_onnx_carries_classes_preprocessing_and_version(trained_run, exported):
+    fp32, int8 = exported
+    _, meta = load_model(trained_run)
+    props = {p.key: p.value for p in onnx.load(str(fp32)).metadata_props}
+    assert json.loads(props["wardrobe.classes"]) == meta["classes"] == ["circle", "square", "triangle"]
+    assert json.loads(props["wardrobe.preprocess"]) == meta["preprocess"]
+    assert props["wardrobe.version"] == wardrobe.__version__
+    assert props["wardrobe.quantization"] == "none"
+    assert read_onnx_meta(int8)["quantization"].startswith("dynamic-int8")
+    sess = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["pixels"]
+    assert [o.name for o in sess.get_outputs()] == ["logits", "probabilities"]
+
+
+def test_fp32_probabilities_match_pytorch(trained_run, shapes_dir, exported):
+    model, meta = load_model(trained_run)
+    pre = Preprocess.from_dict(meta["preprocess"])
+    paths = sorted(shapes_dir.rglob("*.jpg"))[::4]
+    x = pre.normalize(_pixels(paths, pre))
+    with torch.inference_mode():
+        ref = torch.softmax(model(x) / meta.get("temperature", 1.0), dim=1).numpy()
+    sess = ort.InferenceSession(str(exported[0]), providers=["CPUExecutionProvider"])
+    logits, probs = sess.run(None, {"pixels": x.numpy()})
+    assert probs.shape == ref.shape == (len(paths), 3)
+    assert np.abs(probs - ref).max() < 1e-4
+    assert np.allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+def test_int8_export_is_smaller_and_predicts_the_shapes(trained_run, shapes_dir, exported):
+    fp32, int8 = exported
+    assert int8.stat().st_size < 0.5 * fp32.stat().st_size  # int8 weights: about a quarter of the bytes
+    paths = sorted(shapes_dir.rglob("*.jpg"))
+    clf8 = load_classifier(int8)
+    rows = clf8.predict(paths, top_k=2)
+    assert [r["label"] for r in rows] == [p.parent.name for p in paths]
+    # the exported fp32 file gives what the model file gives
+    a = load_classifier(fp32).predict_proba(paths, show_progress=False, workers=0)[0]
+    b = wardrobe.Classifier.load(trained_run, runtime="torch").predict_proba(paths, show_progress=False, workers=0)[0]
+    assert np.abs(a - b).max() < 1e-4
+
+
+def test_static_int8_calibrated_on_photos(trained_run, shapes_dir, tmp_path):
+    from wardrobe.inference.export import calibration_photos
+
+    photos = calibration_photos(str(shapes_dir), n=12)
+    assert len(photos) == 12 and len({p.parent.name for p in photos}) == 3  # spread over the classes
+    out = export_model(trained_run, tmp_path / "s.onnx", int8=True, calibrate=photos)
+    assert read_onnx_meta(out)["quantization"] == "static-int8-per-channel"
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "Softmax" in ops
+    paths = sorted(shapes_dir.rglob("*.jpg"))
+    assert [r["label"] for r in load_classifier(out).predict(paths)] == [p.parent.name for p in paths]
+    with pytest.raises(WardrobeError, match="int8"):
+        export_model(trained_run, tmp_path / "x.onnx", calibrate=photos)
+
+
+def test_cli_export_then_predict_with_the_export(trained_run, shapes_dir, tmp_path):
+    out = tmp_path / "m.int8.onnx"
+    res = runner.invoke(app, ["export", str(trained_run), "--format", "onnx", "--int8", "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    assert out.is_file() and read_onnx_meta(out)["classes"] == ["circle", "square", "triangle"]
+    photo = tmp_path / "q.png"
+    shape_image("triangle", 77).save(photo)
+    res = runner.invoke(app, ["predict", str(out), str(photo), "--format", "jsonl"])
+    assert res.exit_code == 0, res.output
+    row = json.loads(res.stdout.strip().splitlines()[-1])
+    assert row["label"] == "triangle" and row["error"] is None
+
+
+def test_export_errors_are_one_line(trained_run, tmp_path):
+    bad = tmp_path / "not-a-model.safetensors"
+    bad.write_text("hello")
+    res = runner.invoke(app, ["export", str(bad)])
+    assert res.exit_code != 0 and isinstance(res.exception, WardrobeError)
+    assert "not a wardrobe model file" in str(res.exception)
+    with pytest.raises(WardrobeError, match="--format"):
+        export_model(trained_run, tmp_path / "x.tflite", fmt="tflite")
+    foreign = tmp_path / "foreign.onnx"
+    foreign.write_bytes(b"\x08\x07not really onnx")
+    with pytest.raises(WardrobeError, match="foreign.onnx"):
+        load_classifier(foreign)
+    with pytest.raises(WardrobeError, match="ONNX Runtime only"):
+        load_classifier(tmp_path / "m.onnx", runtime="torch")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(real_data_root() is None, reason="WARDROBE_DATA_DIR has no clothing-dataset")
+def test_int8_top1_agrees_with_fp32_on_clothing_top10_validation(tmp_path_factory):
+    from wardrobe.data import load_dataset
+
+    run = tmp_path_factory.mktemp("top10-int8")
+    wardrobe.train("clothing-top10", run, show_progress=False)
+    fp32 = export_model(run, run / "model.onnx")
+    int8 = export_model(run, run / "model.int8.onnx", int8=True)
+    paths = [r.path for r in load_dataset("clothing-top10").split("validation")]
+    assert len(paths) == 341
+    p32, e32 = load_classifier(fp32).predict_proba(paths, show_progress=False)
+    p8, e8 = load_classifier(int8).predict_proba(paths, show_progress=False)
+    assert not e32 and not e8
+    agree = float((p32.argmax(1) == p8.argmax(1)).mean())
+    print(f"int8 vs fp32 top-1 agreement on {len(paths)} validation photos: {agree:.4f}")
+    assert agree >= 0.99, agree
