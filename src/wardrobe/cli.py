@@ -186,28 +186,70 @@ def predict(
     model: Annotated[Path, typer.Argument(help="Run folder or model file.")],
     paths: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or glob patterns.")],
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Labels per photo.")] = 3,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="csv or json.")] = "csv",
+    fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="csv, jsonl or json (default: from --output's suffix, else csv).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of standard output.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Keep the rows already in --output and label only the photos missing from it.")] = False,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Label at most N photos not yet done (continue later with --resume).")] = None,
     batch_size: BatchSize = 32,
+    workers: Workers = None,
     runtime: Runtime = "auto",
     tta: Tta = False,
+    devices: Annotated[Optional[str], typer.Option("--devices", help="Devices (or CPU processes) for Lightning's predict loop; each rank writes a shard, merged at the end.")] = None,
+    strategy: Annotated[Optional[str], typer.Option("--strategy", help="Lightning strategy for --devices, e.g. ddp.")] = None,
+    accelerator: Annotated[Optional[str], typer.Option("--accelerator", help="auto, cpu or gpu (with --devices).")] = None,
 ):
-    """Label photos with a trained model; one row per photo, an error column for unreadable ones."""
-    from wardrobe.inference import format_rows, predict as predict_api
+    """Label photos with a trained model (run folder, model file or exported .onnx); rows are written
+    batch by batch, one per photo, with an error column for unreadable ones."""
+    from wardrobe.inference.batch import label_photos
 
-    if fmt not in ("csv", "json"):
-        raise WardrobeError(f"--format must be csv or json, not '{fmt}'")
-    rows = predict_api(model, paths, top_k=top_k, batch_size=batch_size, runtime=runtime, tta=tta)
-    text = format_rows(rows, fmt, top_k)
+    summary = label_photos(model, paths, output, fmt=fmt, top_k=top_k, batch_size=batch_size, workers=workers,
+                           resume=resume, runtime=runtime, tta=tta, limit=limit, devices=devices,
+                           strategy=strategy, accelerator=accelerator)
+    if summary.rank != 0:
+        return
     if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
-        console.print(f"wrote {len(rows)} rows to {output}")
-    else:
-        sys.stdout.write(text)
-    failed = sum(1 for r in rows if r["error"])
-    if failed:
-        console.print(f"[yellow]{failed} of {len(rows)} photos could not be read (see the error column)[/yellow]")
+        done = f"; {summary.skipped} were already there" if resume else ""
+        console.print(f"wrote {summary.written} rows to {output} ({summary.rate:.1f} photos/s){done}")
+    if summary.failed:
+        console.print(f"[yellow]{summary.failed} of {summary.written} photos could not be read "
+                      "(see the error column)[/yellow]")
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Argument(help="Run folder or model file.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx.")] = "onnx",
+    int8: Annotated[bool, typer.Option("--int8", help="Dynamic int8 quantisation (ONNX Runtime).")] = False,
+    calibrate: Annotated[Optional[str], typer.Option("--calibrate", help="With --int8: static quantisation calibrated on these photos (folder, glob, preset or manifest: its training split).")] = None,
+    calibrate_photos: Annotated[int, typer.Option("--calibrate-photos", min=1, help="How many calibration photos to use.")] = 128,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write (default: model.onnx or model.int8.onnx beside the model).")] = None,
+):
+    """Export a model to ONNX, with class names and preprocessing in its metadata."""
+    from wardrobe.inference.export import calibration_photos, export_model
+
+    if calibrate and not int8:
+        raise WardrobeError("--calibrate goes with --int8")
+    photos = calibration_photos(calibrate, calibrate_photos) if calibrate else None
+    path = export_model(model, output, fmt=fmt, int8=int8, calibrate=photos)
+    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+@app.command()
+def serve(
+    model: Annotated[Path, typer.Argument(help="Run folder, model file or exported .onnx file.")],
+    host: Annotated[str, typer.Option("--host", help="Address to bind; 0.0.0.0 exposes the service to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    runtime: Runtime = "auto",
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Inference threads (requests beyond wait, up to a bounded queue).")] = 2,
+    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.001, help="Largest request body (413 beyond).")] = 20.0,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", min=1, help="Largest photo, width x height (422 beyond).")] = 40_000_000,
+):
+    """Serve a model over HTTP: POST /v1/predict, GET /v1/model, /healthz, /docs, and a web page at /."""
+    from wardrobe.inference.serve import Limits, serve as serve_api
+
+    limits = Limits(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels)
+    console.print(f"serving {model} on http://{host}:{port}/ (API docs at /docs)")
+    serve_api(model, host=host, port=port, runtime=runtime, workers=workers, limits=limits)
 
 
 @datasets_app.callback()
