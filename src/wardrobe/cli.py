@@ -404,6 +404,49 @@ def bench(
         console.print(f"wrote {output}")
 
 
+data_app = typer.Typer(help="Inspect labelled photos before training on them.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("audit")
+def data_audit(
+    data: Annotated[str, typer.Argument(help="Preset name, folder or CSV/TSV manifest.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for audit.json, audit.html, class_histogram.png.")],
+    write_clean: Annotated[Optional[Path], typer.Option("--write-clean", help="Also write a cleaned manifest CSV here (photos are never touched).")] = None,
+    expected_labels: Annotated[Optional[str], typer.Option("--expected-labels", help="Comma-separated labels allowed (default: a preset's classes).")] = None,
+    embeddings: Annotated[bool, typer.Option("--embeddings", help="Also compare backbone embeddings and look for label errors (slower; cached).")] = False,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Backbone for --embeddings (default efficientnet_lite0).")] = None,
+    phash_bits: Annotated[int, typer.Option("--phash-bits", min=0, max=64, help="Near duplicates: pHash distance at most this many bits...")] = 14,
+    thumb_similarity: Annotated[float, typer.Option("--thumb-similarity", help="...and 8x8 thumbnail similarity at least this.")] = 0.90,
+    embedding_similarity: Annotated[float, typer.Option("--embedding-similarity", help="Near duplicates by embeddings: cosine at least this.")] = 0.97,
+    drop_label_errors: Annotated[Optional[float], typer.Option("--drop-label-errors", help="With --write-clean and --embeddings: drop suspects whose probability of their label is below this.")] = None,
+    batch_size: BatchSize = 32,
+    workers: Workers = None,
+    runtime: Runtime = "auto",
+    image_col: ImageCol = "image", label_col: LabelCol = "label", split_col: SplitCol = None,
+    images_dir: ImagesDir = None, extension: Extension = None, label_regex: LabelRegex = None,
+    label_map: LabelMap = None, include: Include = None, exclude: Exclude = None, rename: Rename = None,
+    top_k_classes: TopK = None, min_count: MinCount = None,
+):
+    """Find what is wrong with labelled photos: missing, unreadable and unlabelled files, odd labels,
+    sizes and colour modes, exact and near duplicates across splits, likely label errors."""
+    from wardrobe.data.audit import AuditOptions, audit
+
+    opts = _data_options(image_col, label_col, split_col, images_dir, extension, label_regex, label_map,
+                         include, exclude, rename, top_k_classes, min_count, False)
+    expected = [x.strip() for x in expected_labels.split(",") if x.strip()] if expected_labels else None
+    o = AuditOptions(expected_labels=expected, phash_threshold=phash_bits, thumb_similarity=thumb_similarity,
+                     embeddings=embeddings, model=model, embedding_similarity=embedding_similarity,
+                     workers=workers, batch_size=batch_size, runtime=runtime)
+    result = audit(data, out, o, opts, write_clean=write_clean, drop_label_errors=drop_label_errors)
+    t = Table(title=f"audit of {result['dataset']['name']} ({result['dataset']['labelled_rows']} rows)")
+    t.add_column("finding")
+    t.add_column("count", justify="right")
+    for k, v in result["summary"].items():
+        t.add_row(k.replace("_", " "), str(v))
+    results.print(t)
+
+
 def main() -> None:
     try:
         app()

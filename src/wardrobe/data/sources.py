@@ -195,7 +195,8 @@ def from_manifest(
         records.append(Record(path, label, split))
     return Dataset(records, manifest.stem, skipped,
                    {"type": "manifest", "manifest": str(manifest), "images_dir": str(images_dir),
-                    "image_col": image_col, "label_col": label_col, "split_col": split_col})
+                    "image_col": image_col, "label_col": label_col, "split_col": split_col,
+                    "extension": extension})
 
 
 def _resolve_image(images_dir: Path, ref: str, extension: str | None, names_in_dir: set[str]) -> Path | None:
