@@ -109,6 +109,19 @@ def _calibration_batches(photos: list, preprocess: dict, batch_size: int = 16):
             yield {INPUT_NAME: pre.normalize(pixels).numpy()}
 
 
+def _head_nodes(path: Path) -> list[str]:
+    """The classifier after global pooling stays in float: the probe folds its feature
+    standardisation into the linear layer, so that layer's weight columns span orders of magnitude
+    and per-output-channel int8 would flatten the small ones. It is a few kB of weights."""
+    import onnx
+
+    nodes = onnx.load(str(path)).graph.node
+    pools = [i for i, n in enumerate(nodes) if n.op_type in ("GlobalAveragePool", "ReduceMean")]
+    if not pools:
+        return []
+    return [n.name for n in nodes[pools[-1]:] if n.op_type in ("Gemm", "MatMul", "Conv")]
+
+
 def _quantize(src: Path, dst: Path, per_channel: bool, calibration=None) -> None:
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_dynamic, quantize_static)
@@ -124,8 +137,10 @@ def _quantize(src: Path, dst: Path, per_channel: bool, calibration=None) -> None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            head = _head_nodes(pre)
             if calibration is None:
-                quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel)
+                quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
+                                 nodes_to_exclude=head)
                 return
             import onnx
 
@@ -137,7 +152,7 @@ def _quantize(src: Path, dst: Path, per_channel: bool, calibration=None) -> None
                     return next(self.batches, None)
 
             # The head's softmax stays in float: its uint8 output would round probabilities to 1/255.
-            keep_float = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in ("Softmax", "Div")]
+            keep_float = head + [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in ("Softmax", "Div")]
             quantize_static(str(pre), str(dst), Reader(calibration), quant_format=QuantFormat.QDQ,
                             per_channel=per_channel, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
                             calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep_float)
