@@ -113,7 +113,7 @@ def close_pairs(hashes: Sequence[int] | np.ndarray, threshold: int) -> list[tupl
 
 
 def near_pairs(phashes: Sequence[int], thumbs, phash_threshold: int = PHASH_THRESHOLD,
-               min_similarity: float | None = THUMB_SIMILARITY, batch: int = 65536) -> list[tuple[int, int]]:
+               min_similarity: float | None = THUMB_SIMILARITY, batch: int = 4096) -> list[tuple[int, int]]:
     """Near-duplicate pairs: pHash within ``phash_threshold`` bits, confirmed (unless
     ``min_similarity`` is None) by a thumbnail similarity of at least ``min_similarity``.
 

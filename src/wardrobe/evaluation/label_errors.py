@@ -42,15 +42,13 @@ def out_of_fold_probs(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 
 
 
 def find_label_errors(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Confident learning: a photo is suspect when another class's probability reaches that class's
-    own threshold (the mean probability photos labelled with it get) while its given label's
-    probability falls below the given class's threshold. Returns a boolean mask."""
+    """Confident learning, self-confidence variant: a photo is suspect when the model that never saw
+    it prefers another class and gives its own label less than that class's threshold (the mean
+    probability photos labelled with it get). Returns a boolean mask."""
     k = probs.shape[1]
     thresholds = np.array([probs[y == c, c].mean() if (y == c).any() else 1.0 for c in range(k)])
     given = probs[np.arange(len(y)), y]
-    above = probs >= thresholds[None, :]
-    above[np.arange(len(y)), y] = False
-    return above.any(1) & (given < thresholds[y])
+    return (probs.argmax(1) != y) & (given < thresholds[y])
 
 
 def embedding_findings(records: Sequence[Record], o) -> dict:
