@@ -139,8 +139,10 @@ def _quantize(src: Path, dst: Path, per_channel: bool, calibration=None) -> None
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
             head = _head_nodes(pre)
             if calibration is None:
+                # ORT rewrites Gemm before honouring nodes_to_exclude, so the head is kept in float
+                # by quantising convolutions only (the head is the only Gemm/MatMul here).
                 quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
-                                 nodes_to_exclude=head)
+                                 op_types_to_quantize=["Conv"] if head else None)
                 return
             import onnx
 

@@ -22,6 +22,12 @@ from importlib import resources
 from pathlib import Path
 
 import anyio
+# At module level: FastAPI resolves the endpoint's annotations (strings, under `from __future__
+# import annotations`) against this module's globals.
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -30,7 +36,9 @@ from wardrobe.data.images import _to_rgb
 from wardrobe.inference.batch import make_row
 
 # Photo formats only: PIL's other plug-ins (EPS runs Ghostscript, PDF, ICNS...) are attack surface.
-FORMATS = ["JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"]
+# Image.init() registers every plug-in first: open(formats=...) looks each name up in Image.OPEN.
+Image.init()
+FORMATS = [f for f in ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF") if f in Image.OPEN]
 
 
 @dataclass(frozen=True)
@@ -189,11 +197,6 @@ def load_service_model(model: str | Path, runtime: str = "auto"):
 def create_app(model, runtime: str = "auto", limits: Limits | None = None, workers: int = 2,
                max_pending: int = 64, warm_up: bool = True):
     """A FastAPI app serving MODEL (run folder, model file, exported .onnx, or a loaded Classifier)."""
-    from fastapi import FastAPI, File, Form, Query, Request, UploadFile
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse, JSONResponse
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-
     import wardrobe
 
     limits = limits or Limits()
