@@ -314,3 +314,30 @@ def test_clothing17_missing_and_unlabelled_match_a_direct_count(tmp_path):
     assert {x["label"] for x in r["labels"]["outside_expected"]} == {"Not sure", "Other", "Skip"}
     assert r["classes"]["n_classes"] == 17 and r["unreadable"] == []
     assert seconds < 300, seconds
+
+
+def test_cv_warns_about_duplicates_once_not_per_fold(tmp_path, monkeypatch):
+    import importlib
+
+    from wardrobe.evaluation import cv as cv_module
+
+    train_module = importlib.import_module("wardrobe.training.train")  # the module, not the function
+
+    d = tmp_path / "imgs"
+    for k, label in enumerate(("a", "b")):
+        for i in range(6):
+            _save(varied_photo(8000 + 10 * k + i), d / label / f"{label}{i}.jpg", quality=90)
+    for j in range(3):  # four identical photos: with 2 folds some of them must sit in different folds
+        shutil.copyfile(d / "a" / "a0.jpg", d / "a" / f"a0_copy{j}.jpg")
+    said = []
+    monkeypatch.setattr(cv_module, "warn", said.append)
+    monkeypatch.setattr(train_module, "warn", said.append)
+    ds = wardrobe.load_dataset(d)
+    folds = cv_module.make_folds([r.label for r in ds.records], 2, 0)
+    twins = {i for i, r in enumerate(ds.records) if r.path.name.startswith("a0")}
+    apart = any(twins & set(va.tolist()) and twins - set(va.tolist()) for _, va in folds)
+    cv_module.cross_validate(d, tmp_path / "cv", folds=2, workers=0, show_progress=False, report=False)
+    dup = [m for m in said if "duplicates cross" in m]
+    assert len(dup) == (1 if apart else 0), said
+    if apart:
+        assert "identical photo in their fold's train split" in dup[0]

@@ -79,6 +79,25 @@ def fold_probabilities(model_path: Path, paths: list, batch_size: int = 32, work
     return clf.predict_proba(paths, batch_size, workers, show_progress, "out-of-fold")
 
 
+def _warn_fold_leakage(records, splits, workers, show_progress) -> None:
+    """One line for the whole CV: duplicates whose twins land in another fold inflate every fold."""
+    from dataclasses import replace
+
+    from wardrobe.data.audit import split_leakage
+
+    exact = near = 0
+    for _, va in splits:
+        fold_va = set(va.tolist())
+        fold = [replace(r, split="validation" if i in fold_va else "train") for i, r in enumerate(records)]
+        rep = split_leakage(fold, workers, show_progress and not exact and not near)
+        exact += rep["eval_photos_with_exact_twin_in_train"]
+        near += rep["eval_photos_with_near_twin_in_train"]
+    if exact or near:
+        warn(f"duplicates cross the folds: {exact} validation photos (all folds together) have an identical photo "
+             f"in their fold's train split, {near} more a near duplicate; metrics will read high - run "
+             "'wardrobe data audit' to see them")
+
+
 def cross_validate(data: str | Path, out: str | Path, folds: int = 5, seed: int = 0,
                    data_options: DataOptions | None = None, batch_size: int = 32, workers: int | None = None,
                    runtime: str = "auto", show_progress: bool = True, report: bool = True, **train_options) -> dict:
@@ -103,13 +122,14 @@ def cross_validate(data: str | Path, out: str | Path, folds: int = 5, seed: int 
     oof = np.full((len(paths), len(classes)), np.nan, dtype=np.float32)
     fold_rows = []
     info(f"{ds.name}: {len(paths)} photos, {len(classes)} classes, {folds} stratified folds (seed {seed})")
+    _warn_fold_leakage(ds.records, splits, workers, show_progress)
     for k, (tr, va) in enumerate(splits, start=1):
         fold_dir = out / f"fold-{k}"
         assignment = {paths[i]: "train" for i in tr} | {paths[i]: "validation" for i in va}
         info(f"fold {k}/{folds}: train {len(tr)}, validation {len(va)}")
         result = train(data, fold_dir, data_options=DataOptions(**opts.to_dict()), seed=seed, batch_size=batch_size,
                        workers=workers, runtime=runtime, show_progress=show_progress, splits=assignment,
-                       **train_options)
+                       warn_leakage=False, **train_options)
         m = result.metrics
         if not m:  # a non-zero rank of a multi-process run
             return {}

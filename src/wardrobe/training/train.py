@@ -40,6 +40,7 @@ def train(data: str | Path, out: str | Path, mode: str | None = None, model: str
           runtime: str = "auto", cs: tuple[float, ...] = DEFAULT_CS, head: str = DEFAULT_HEAD,
           use_cache: bool = True, show_progress: bool = True, resume: bool = False,
           fit: FitConfig | None = None, extra_callbacks=(), splits: Mapping[str, str] | None = None,
+          warn_leakage: bool = True,
           **options) -> TrainResult:
     """Train a classifier on DATA and write OUT/{model.safetensors, config.json, metrics.json}.
 
@@ -103,7 +104,8 @@ def train(data: str | Path, out: str | Path, mode: str | None = None, model: str
     if len(ds.skipped):
         warn(ds.skipped.summary())
     leakage = split_leakage(ds.records, workers, show_progress)
-    if (message := leakage_message(leakage)):
+    # cv checks every fold itself and says it once, instead of once per fold.
+    if warn_leakage and (message := leakage_message(leakage)):
         warn(message)
 
     if mode != "probe":
