@@ -184,17 +184,18 @@ def label_photos(model, inputs: list[str | Path], output: str | Path | None = No
     """
     from wardrobe.inference.predict import expand_paths
 
+    from wardrobe.inference.export import load_classifier
+
     out = Path(output).expanduser() if output else None
     fmt = guess_format(out, fmt)
+    # The model first: a wrong model file is the error to report, whatever the photos are.
+    clf = model if not isinstance(model, (str, Path)) else load_classifier(model, runtime=runtime, tta=tta)
     files = [str(p) for p in expand_paths(inputs)]
     if not files:
         raise WardrobeError("no images to label")
     if devices not in (None, 1, "1") or strategy:
         return _label_distributed(model, files, out, fmt, top_k, batch_size, workers, resume, tta, limit,
                                   show_progress, devices, strategy, accelerator)
-    from wardrobe.inference.export import load_classifier
-
-    clf = model if not isinstance(model, (str, Path)) else load_classifier(model, runtime=runtime, tta=tta)
     top_k = max(1, min(top_k, len(clf.classes)))
     stream, fresh, done = _open_output(out, fmt, top_k, resume)
     todo = [p for p in files if p not in done]
