@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from wardrobe.data import DataOptions, load_dataset
-from wardrobe.data.cache import EmbeddingCache
+from wardrobe.data.cache import EmbeddingCache, unreadable_reason
 from wardrobe.data.hashing import (HASH_KIND, PHASH_THRESHOLD, STRICT_PHASH_THRESHOLD, STRICT_THUMB_SIMILARITY,
                                    THUMB_SIDE, THUMB_SIMILARITY, bytes_digest, groups_from_pairs, hash_file,
                                    near_pairs)
@@ -146,7 +146,7 @@ def fingerprints(paths: Sequence[str | Path], workers: int | None = None, show_p
     todo = []
     for i, d in enumerate(digests):
         if d is None:
-            errors[i] = "missing file" if not Path(paths[i]).exists() else "cannot read file"
+            errors[i] = unreadable_reason(paths[i])
         elif d in cache.feats:
             ph, th = _from_vector(cache.feats[d])
             phashes[i] = ph

@@ -32,6 +32,11 @@ def file_digest(path: str | Path) -> str | None:
         return None
 
 
+def unreadable_reason(path: str | Path) -> str:
+    """Why file_digest gave None, in the words of the skip reports."""
+    return "missing file" if not Path(path).exists() else "cannot read file"
+
+
 def key_digest(obj) -> str:
     return hashlib.blake2b(json.dumps(obj, sort_keys=True, default=str).encode(), digest_size=8).hexdigest()
 

@@ -52,6 +52,14 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def decode_failure_reason(exc: OSError, max_chars: int | None = None) -> str:
+    """PIL's OSError on a damaged file, as a short reason (also used by the HTTP service)."""
+    msg = str(exc)
+    if "truncated" in msg or "broken data stream" in msg or "premature end" in msg.lower():
+        return "truncated or corrupt image"
+    return f"cannot decode image ({msg[:max_chars]})"
+
+
 def load_image(path: str | Path, min_side: int | None = None, max_pixels: int | None = None) -> Image.Image:
     """Open, fully decode, apply the EXIF orientation and convert to 8-bit RGB.
 
@@ -85,9 +93,6 @@ def load_image(path: str | Path, min_side: int | None = None, max_pixels: int | 
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(path, "too many pixels (decompression bomb guard)") from None
     except OSError as exc:
-        msg = str(exc)
-        if "truncated" in msg or "broken data stream" in msg or "premature end" in msg.lower():
-            raise ImageError(path, "truncated or corrupt image") from None
-        raise ImageError(path, f"cannot decode image ({msg})") from None
+        raise ImageError(path, decode_failure_reason(exc)) from None
     except (ValueError, SyntaxError, EOFError) as exc:
         raise ImageError(path, f"cannot decode image ({exc})") from None

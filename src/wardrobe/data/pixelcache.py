@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from wardrobe.data.cache import cache_dir, file_digest
+from wardrobe.data.cache import cache_dir, file_digest, unreadable_reason
 from wardrobe.data.loader import iter_pixel_batches
 from wardrobe.transforms import Preprocess
 from wardrobe.ui import info, progress
@@ -64,7 +64,7 @@ class PixelCache:
         todo = []
         for i, d in enumerate(digests):
             if d is None:
-                errors[i] = "missing file" if not Path(paths[i]).exists() else "cannot read file"
+                errors[i] = unreadable_reason(paths[i])
             elif d in self.bad:
                 errors[i] = self.bad[d]
             elif d not in self.index:

@@ -32,7 +32,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from wardrobe.data import images as _images  # noqa: F401 - sets PIL's LOAD_TRUNCATED_IMAGES = False
-from wardrobe.data.images import _to_rgb
+from wardrobe.data.images import _to_rgb, decode_failure_reason
 from wardrobe.inference.batch import make_row
 
 # Photo formats only: PIL's other plug-ins (EPS runs Ghostscript, PDF, ICNS...) are attack surface.
@@ -97,10 +97,7 @@ def decode_upload(data: bytes, filename: str, limits: Limits, min_side: int | No
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ApiError(422, "too_many_pixels", "decompression bomb guard: too many pixels", filename) from None
     except OSError as exc:
-        msg = str(exc)
-        reason = ("truncated or corrupt image" if "truncated" in msg or "broken" in msg.lower()
-                  or "premature" in msg.lower() else f"cannot decode image ({msg[:120]})")
-        raise ApiError(422, "corrupt_image", reason, filename) from None
+        raise ApiError(422, "corrupt_image", decode_failure_reason(exc, 120), filename) from None
     except Exception as exc:  # noqa: BLE001 - PIL's parsers raise many types on hostile input; none may be a 500
         raise ApiError(422, "corrupt_image", f"cannot decode image ({type(exc).__name__}: {str(exc)[:120]})",
                        filename) from None

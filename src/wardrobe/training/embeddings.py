@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wardrobe.data.cache import EmbeddingCache, file_digest
+from wardrobe.data.cache import EmbeddingCache, file_digest, unreadable_reason
 from wardrobe.data.loader import iter_pixel_batches
 from wardrobe.models.registry import Backbone
 from wardrobe.models.runtime import make_runner
@@ -50,7 +50,7 @@ def extract_embeddings(paths: Sequence[str | Path], backbone: Backbone, batch_si
     todo: list[int] = []
     for i, d in enumerate(digests):
         if d is None:
-            errors[i] = "missing file" if not Path(paths[i]).exists() else "cannot read file"
+            errors[i] = unreadable_reason(paths[i])
         elif cache is not None and d in cache.feats:
             out[i] = cache.feats[d]
         elif cache is not None and d in cache.bad:
