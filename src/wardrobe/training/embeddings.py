@@ -78,7 +78,7 @@ def extract_embeddings(paths: Sequence[str | Path], backbone: Backbone, batch_si
                 if len(idx):
                     if noise:
                         pixels = add_pixel_noise(pixels, noise, [digests[todo[j]] for j in idx.tolist()], noise_seed)
-                    feats = runner(backbone.preprocess.normalize(pixels)).reshape(len(idx), -1)
+                    feats = runner(torch.from_numpy(backbone.preprocess.normalize_array(pixels.numpy()))).reshape(len(idx), -1)
                     for j, vec in zip(idx.tolist(), feats):
                         i = todo[j]
                         out[i] = vec
