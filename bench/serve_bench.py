@@ -2,7 +2,7 @@
 `wardrobe train clothing-top10 --out /tmp/top10-probe`):
 
 1. single-photo latency, decoding excluded: the service's path (normalise -> ONNX Runtime ->
-   softmax) on one preprocessed 224 px photo, fp32 and dynamic int8 exports;
+   softmax) on one preprocessed 224 px photo: fp32, int8-weights and dynamic int8 exports;
 2. batch labelling of clothing-17 photos, JPEG decoding included: `wardrobe predict`'s streaming
    path (DataLoader workers + ONNX Runtime, CSV written as it goes) against a plain loop (PIL open
    -> torchvision transforms -> eager PyTorch model, batch 32), same photos, same run;
@@ -29,8 +29,9 @@ def latency(model: Path, tmp: Path, photo: Path, runs: int) -> None:
     from wardrobe.data.images import load_image
     from wardrobe.inference.export import export_model, load_classifier
 
-    for name, int8 in (("fp32", False), ("int8", True)):
-        onnx = export_model(model, tmp / f"{name}.onnx", int8=int8)
+    for name, int8, scheme in (("fp32", False, None), ("int8 weights", True, "weights"),
+                               ("int8 dynamic", True, "dynamic")):
+        onnx = export_model(model, tmp / f"{name.replace(' ', '-')}.onnx", int8=int8, scheme=scheme)
         clf = load_classifier(onnx)
         pixels = clf.preprocess.pixels(load_image(photo, min_side=clf.preprocess.resize_to))[None]
         for _ in range(20):
