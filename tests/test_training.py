@@ -92,6 +92,8 @@ def test_augmentation_knobs_change_pixels_as_specified():
     assert torch.allclose(flipped, torch.flip(plain, dims=[2]))
     noisy = train_transform(Augment(noise=0.1), pre)(x)
     assert 0.05 < (noisy - plain).std() < 0.15 and noisy.min() >= 0 and noisy.max() <= 1
+    small = train_transform(Augment(crop_scale=0.5), pre, size=24)(x)
+    assert small.shape == (3, 24, 24)  # --train-size: random crops smaller than the test size
     erased = train_transform(Augment(erasing=1.0), pre)(x)
     assert (erased == 0).sum() > (plain == 0).sum()
     with pytest.raises(WardrobeError, match="unknown preset"):
@@ -240,6 +242,23 @@ def test_cli_train_options_reach_the_run_config(tiny, tmp_path):
     assert fit["trainable"] == "last:2" and fit["balance"] == 4 and fit["batch_size"] == 8
     bad = CliRunner().invoke(app, ["train", str(tiny), "--out", str(out), "--mode", "scratch", "--randaugment", "x"])
     assert bad.exit_code != 0
+
+
+def test_train_size_and_drop_path(tiny, tmp_path):
+    from wardrobe.models.registry import create_backbone
+
+    res = _train(tiny, tmp_path, mode="finetune", model="efficientnet_lite0", image_size=64, train_size=48,
+                 crop_scale=0.5, drop_path=0.1)
+    cfg = json.loads((res.out / "config.json").read_text())
+    assert cfg["fit"]["train_size"] == 48 and cfg["preprocess"]["input_size"] == 64 and cfg["fit"]["drop_path"] == 0.1
+    assert wardrobe.Classifier.load(res.out).preprocess.input_size == 64
+    net = create_backbone("efficientnet_lite0", pretrained=False, drop_path_rate=0.1).model.train()
+    x = torch.randn(2, 3, 64, 64)
+    assert not torch.equal(net(x), net(x))  # blocks are dropped at random in training
+    with pytest.raises(WardrobeError, match="--train-size"):
+        _train(tiny, tmp_path, train_size=4)
+    with pytest.raises(WardrobeError, match="--drop-path"):
+        _train(tiny, tmp_path, drop_path=0.1)  # simple_cnn has no residual blocks to drop
 
 
 def test_fast_preset_is_the_probe(shapes_dir, tmp_path):

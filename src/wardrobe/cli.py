@@ -85,6 +85,8 @@ def train(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute embeddings / decoded photos instead of reusing the caches.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in OUT from its last checkpoint.", rich_help_panel=Fit)] = False,
     image_size: Annotated[Optional[int], typer.Option("--image-size", help="Input size in pixels (default: the model's).", rich_help_panel=Fit)] = None,
+    train_size: Annotated[Optional[int], typer.Option("--train-size", help="Train on random crops of this size (default: --image-size); smaller is faster and, with random-resized crops, matches object sizes at test (FixRes).", rich_help_panel=Fit)] = None,
+    drop_path: Annotated[Optional[float], typer.Option("--drop-path", help="Stochastic depth rate (timm networks).", rich_help_panel=Fit)] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", rich_help_panel=Fit)] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate of the head.", rich_help_panel=Fit)] = None,
     optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="adamw or sgd.", rich_help_panel=Fit)] = None,
@@ -128,7 +130,7 @@ def train(
             ra_n, ra_m = (int(v) for v in randaugment.split(","))
         except ValueError:
             raise WardrobeError(f"--randaugment {randaugment}: expected N,M such as 2,9") from None
-    fit_options = dict(image_size=image_size, epochs=epochs, lr=lr, optimizer=optimizer, scheduler=scheduler,
+    fit_options = dict(image_size=image_size, train_size=train_size, drop_path=drop_path, epochs=epochs, lr=lr, optimizer=optimizer, scheduler=scheduler,
                        warmup_epochs=warmup_epochs, weight_decay=weight_decay, label_smoothing=label_smoothing,
                        loss=loss, focal_gamma=focal_gamma, sampler=sampler, balance=balance, trainable=trainable,
                        head_epochs=head_epochs, backbone_lr_mult=backbone_lr_mult, patience=patience,
@@ -219,7 +221,8 @@ def predict(
 def export(
     model: Annotated[Path, typer.Argument(help="Run folder or model file.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="onnx.")] = "onnx",
-    int8: Annotated[bool, typer.Option("--int8", help="Dynamic int8 quantisation (ONNX Runtime).")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="int8 convolution weights (default scheme: weights).")] = False,
+    int8_scheme: Annotated[Optional[str], typer.Option("--int8-scheme", help="weights (int8 storage, float arithmetic: top-1 as fp32), dynamic (ONNX Runtime int8 arithmetic) or static (with --calibrate).")] = None,
     calibrate: Annotated[Optional[str], typer.Option("--calibrate", help="With --int8: static quantisation calibrated on these photos (folder, glob, preset or manifest: its training split).")] = None,
     calibrate_photos: Annotated[int, typer.Option("--calibrate-photos", min=1, help="How many calibration photos to use.")] = 128,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write (default: model.onnx or model.int8.onnx beside the model).")] = None,
@@ -230,7 +233,7 @@ def export(
     if calibrate and not int8:
         raise WardrobeError("--calibrate goes with --int8")
     photos = calibration_photos(calibrate, calibrate_photos) if calibrate else None
-    path = export_model(model, output, fmt=fmt, int8=int8, calibrate=photos)
+    path = export_model(model, output, fmt=fmt, int8=int8, calibrate=photos, scheme=int8_scheme)
     console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 

@@ -51,13 +51,16 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def create_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True) -> Backbone:
+def create_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True, drop_path_rate: float = 0.0) -> Backbone:
+    """``drop_path_rate``: stochastic depth for training timm networks (no effect in eval mode)."""
     import timm
+
+    extra = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
 
     name = canonical_name(name)
     if name in LITE_PACKAGES:
         arch = LITE_PACKAGES[name][0]
-        model = timm.create_model(arch, pretrained=False)
+        model = timm.create_model(arch, pretrained=False, **extra)
         weights = "random"
         if pretrained:
             model.load_state_dict(lite_state_dict(name))
@@ -74,7 +77,7 @@ def create_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True) -> Ba
     if not timm.is_model(name):
         raise WardrobeError(f"unknown model '{name}'; 'wardrobe models' lists them "
                             f"(offline pretrained: {', '.join(OFFLINE_MODELS)})")
-    model = _create_timm(name, pretrained)
+    model = _create_timm(name, pretrained, **extra)
     cfg = model.pretrained_cfg
     pre = Preprocess(input_size=int(cfg.get("input_size", (3, 224, 224))[-1]),
                      crop_pct=float(cfg.get("crop_pct", 0.875)),
@@ -85,11 +88,11 @@ def create_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True) -> Ba
     return Backbone(name, name, model.eval(), pre, weights)
 
 
-def _create_timm(name: str, pretrained: bool) -> torch.nn.Module:
+def _create_timm(name: str, pretrained: bool, **extra) -> torch.nn.Module:
     import timm
 
     if not pretrained:
-        return timm.create_model(name, pretrained=False, num_classes=0)
+        return timm.create_model(name, pretrained=False, num_classes=0, **extra)
     offline_msg = (f"{name}: pretrained weights cannot be downloaded (no connection to the model hub); "
                    f"models that work offline: {', '.join(OFFLINE_MODELS)}")
     if not _hub_reachable():
@@ -99,13 +102,13 @@ def _create_timm(name: str, pretrained: bool) -> torch.nn.Module:
         saved = hf_constants.HF_HUB_OFFLINE
         hf_constants.HF_HUB_OFFLINE = True
         try:
-            return timm.create_model(name, pretrained=True, num_classes=0)
+            return timm.create_model(name, pretrained=True, num_classes=0, **extra)
         except Exception:
             raise WardrobeError(offline_msg) from None
         finally:
             hf_constants.HF_HUB_OFFLINE = saved
     try:
-        return timm.create_model(name, pretrained=True, num_classes=0)
+        return timm.create_model(name, pretrained=True, num_classes=0, **extra)
     except (OSError, RuntimeError) as exc:
         raise WardrobeError(f"{name}: could not download pretrained weights ({exc}); "
                             f"models that work offline: {', '.join(OFFLINE_MODELS)}") from None

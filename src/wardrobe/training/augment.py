@@ -54,9 +54,11 @@ def resolve_augment(preset: str = "standard", **knobs) -> Augment:
     return aug
 
 
-def train_transform(aug: Augment, pre: Preprocess) -> v2.Compose:
-    """uint8 CHW (the cache's square canvas) -> normalised float CHW of pre.input_size."""
-    size = pre.input_size
+def train_transform(aug: Augment, pre: Preprocess, size: int | None = None) -> v2.Compose:
+    """uint8 CHW (the cache's square canvas) -> normalised float CHW of ``size`` (default
+    pre.input_size). A random crop of area s shows objects sqrt(s) times larger than the centre crop
+    does, so training below the test size keeps apparent sizes equal (Touvron et al., FixRes)."""
+    size = size or pre.input_size
     ops: list = []
     if aug.crop_scale < 1:
         ops.append(v2.RandomResizedCrop(size, scale=(aug.crop_scale, 1.0), antialias=True))

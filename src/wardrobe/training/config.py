@@ -18,6 +18,7 @@ class FitConfig:
     mode: str = "finetune"  # finetune | scratch
     model: str = "efficientnet_lite0"
     image_size: int | None = None  # default: the model's own (scratch: 224)
+    train_size: int | None = None  # random crops at this size (default image_size); evaluation stays at image_size
     epochs: int = 5
     batch_size: int = 32
     optimizer: str = "adamw"
@@ -37,6 +38,7 @@ class FitConfig:
     patience: int | None = None  # early stopping on validation macro-F1
     augment: Augment = field(default_factory=lambda: resolve_augment("standard"))
     drop_rate: float = 0.2
+    drop_path: float = 0.0  # stochastic depth (timm networks)
     devices: int | str = 1
     strategy: str = "auto"
     accelerator: str = "auto"
@@ -57,6 +59,10 @@ class FitConfig:
             raise WardrobeError(f"--trainable {self.trainable}: use all, head or last:N")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise WardrobeError("--epochs, --batch-size and --lr must be positive")
+        if not 0 <= self.drop_path < 1:
+            raise WardrobeError(f"--drop-path {self.drop_path}: must be in [0, 1)")
+        if self.train_size is not None and self.train_size < 16:
+            raise WardrobeError(f"--train-size {self.train_size}: must be at least 16 pixels")
         if self.head_epochs >= self.epochs:
             raise WardrobeError(f"--head-epochs {self.head_epochs} must be fewer than --epochs {self.epochs}")
         return self

@@ -20,7 +20,7 @@ from wardrobe.errors import WardrobeError
 from wardrobe.evaluation.metrics import compute_metrics, summary
 from wardrobe.models.heads import set_head
 from wardrobe.models.modelfile import MODEL_FILENAME, save_model
-from wardrobe.models.registry import create_backbone
+from wardrobe.models.registry import SCRATCH_MODELS, create_backbone
 from wardrobe.training.augment import eval_transform, train_transform
 from wardrobe.training.config import FitConfig
 from wardrobe.training.losses import make_loss
@@ -50,7 +50,9 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     classes = ds.classes
     k = len(classes)
     pretrained = cfg.mode == "finetune"
-    backbone = create_backbone(cfg.model, pretrained=pretrained)
+    if cfg.drop_path and cfg.mode == "scratch" and cfg.model in SCRATCH_MODELS:
+        raise WardrobeError(f"--drop-path applies to timm networks, not {cfg.model}")
+    backbone = create_backbone(cfg.model, pretrained=pretrained, drop_path_rate=cfg.drop_path)
     pre = backbone.preprocess
     if cfg.image_size:
         pre = dataclasses.replace(pre, input_size=cfg.image_size)
@@ -88,7 +90,7 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
                              pre.interpolation, pre.resize_mode)
 
     workers = default_workers() if cfg.workers is None else cfg.workers
-    train_ds = dataset(tr, train_transform(cfg.augment, pre))
+    train_ds = dataset(tr, train_transform(cfg.augment, pre, cfg.train_size))
     val_ds = dataset(va, eval_transform(pre))
     sampler = make_sampler(y_all[tr], k, cfg)
     train_dl = loader(train_ds, cfg.batch_size, workers, shuffle=True, sampler=sampler)
