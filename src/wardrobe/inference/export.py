@@ -322,14 +322,17 @@ def read_onnx_meta(path: str | Path) -> dict:
 class OnnxFileRunner:
     """Runs an exported file; returns logits so the Classifier applies the same softmax as always."""
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, quantization: str = "none"):
+        """``quantization``: the file's wardrobe.quantization (read_onnx_meta); only a weights-int8
+        file is parsed here, to fold its weights, so an fp32 file is not parsed twice."""
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if threads:
             opts.intra_op_num_threads = threads
-        source = dequantized_bytes(Path(path)) or str(path)
+        folded = dequantized_bytes(Path(path)) if quantization.startswith("weights-") else None
+        source = folded or str(path)
         self.session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
 
     def __call__(self, x: torch.Tensor) -> np.ndarray:
@@ -351,7 +354,7 @@ def load_classifier(path: str | Path, runtime: str = "auto", tta: bool = False):
     meta = read_onnx_meta(p)
     clf = Classifier(None, meta, runtime="onnx", key={"onnx_file": file_digest(p)}, tta=tta)
     try:
-        clf._runner = OnnxFileRunner(p)
+        clf._runner = OnnxFileRunner(p, quantization=meta["quantization"])
     except Exception as exc:  # noqa: BLE001
         raise WardrobeError(f"{p}: ONNX Runtime cannot load this file ({str(exc).splitlines()[0][:200]})") from None
     return clf
