@@ -76,7 +76,7 @@ def _write_props(path: Path, props: dict[str, str]) -> None:
 
 
 def _export_fp32(model: torch.nn.Module, meta: dict, path: Path, opset: int) -> None:
-    from wardrobe.models.runtime import static_same_padding
+    from wardrobe.models.runtime import fold_pads_into_convs, static_same_padding
 
     size = int(meta["preprocess"]["input_size"])
     model = static_same_padding(model.eval().to("cpu", memory_format=torch.contiguous_format), size)
@@ -87,6 +87,7 @@ def _export_fp32(model: torch.nn.Module, meta: dict, path: Path, opset: int) -> 
                           output_names=list(OUTPUT_NAMES),
                           dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in OUTPUT_NAMES}},
                           opset_version=opset, dynamo=False)
+    fold_pads_into_convs(path)
 
 
 def calibration_photos(data: str, n: int = 128) -> list[Path]:
