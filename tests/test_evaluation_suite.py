@@ -241,6 +241,13 @@ def test_cv_command_end_to_end(shapes_dir, tmp_path):
     assert res["pooled_out_of_fold"]["accuracy"] == pytest.approx(agg["mean"], abs=1e-6)
     assert "mean ± std" in (out / "cv.md").read_text() and (out / "cv.csv").read_text().startswith("fold,")
     assert set(SECTIONS) | {"folds"} <= _parse(out / "report.html").ids
+    # --resume: the finished folds are reused (not trained again), the figures stay
+    stamps = [(out / f"fold-{k}" / "model.safetensors").stat().st_mtime_ns for k in (1, 2, 3)]
+    again = runner.invoke(app, ["cv", str(shapes_dir), "--folds", "3", "--out", str(out), "--workers", "0",
+                                "--seed", "1", "--resume"])
+    assert again.exit_code == 0, again.output
+    assert [(out / f"fold-{k}" / "model.safetensors").stat().st_mtime_ns for k in (1, 2, 3)] == stamps
+    assert json.loads((out / "cv.json").read_text())["aggregate"] == res["aggregate"]
     bad = runner.invoke(app, ["cv", str(shapes_dir), "--out", str(tmp_path / "x"), "--no-such-option"])
     assert bad.exit_code != 0
 

@@ -150,6 +150,51 @@ def test_resume_continues_with_same_optimizer_state(tiny, tmp_path):
         _train(tiny, tmp_path / "other", resume=True)
 
 
+class _InterruptFold(L.Callback):
+    """Ctrl+C in the second epoch of the n-th fold trained by this process; records where each fold
+    started."""
+
+    def __init__(self, fold: int | None = None):
+        self.fold, self.starts = fold, []
+
+    def on_train_start(self, trainer, module):
+        self.starts.append(trainer.current_epoch)
+
+    def on_train_epoch_start(self, trainer, module):
+        if len(self.starts) == self.fold and trainer.current_epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_cv_resume_reuses_finished_folds_and_continues_the_interrupted_one(tiny, tmp_path):
+    from wardrobe.evaluation.cv import FOLD_MARKER, _fold_state, cross_validate
+
+    opts = dict(folds=3, mode="scratch", model="simple_cnn", epochs=2, image_size=64, batch_size=8, workers=0,
+                show_progress=False, report=False)
+    out = tmp_path / "cv"
+    with pytest.raises(WardrobeError, match="--resume"):
+        cross_validate(tiny, out, extra_callbacks=[_InterruptFold(2)], **opts)
+    first = (out / "fold-1" / "model.safetensors").stat().st_mtime_ns
+    assert json.loads((out / "fold-1" / FOLD_MARKER).read_text())["state"] == "done"
+    assert (out / "fold-2" / "checkpoints" / "last.ckpt").is_file() and not (out / "fold-3").exists()
+
+    probe = _InterruptFold()
+    res = cross_validate(tiny, out, resume=True, extra_callbacks=[probe], **opts)
+    assert probe.starts == [1, 0]  # fold 1 reused, fold 2 from its second epoch, fold 3 from the start
+    assert (out / "fold-1" / "model.safetensors").stat().st_mtime_ns == first
+    assert [int(r["epoch"]) for r in _rows(out / "fold-2")] == [1, 2]
+    assert len(res["fold_metrics"]) == 3 and (out / "cv.json").is_file()
+    fold1 = json.loads((out / "fold-1" / "metrics.json").read_text())
+    assert res["fold_metrics"][0]["accuracy"] == fold1["accuracy"]
+    # a different recipe does not reuse the folds of this one
+    marker = json.loads((out / "fold-1" / FOLD_MARKER).read_text())
+    assert _fold_state(out / "fold-1", marker["fingerprint"]) == "done"
+    assert _fold_state(out / "fold-1", "another recipe") == "new"
+    # without --resume every fold trains again
+    probe = _InterruptFold()
+    cross_validate(tiny, out, extra_callbacks=[probe], **{**opts, "epochs": 1})
+    assert probe.starts == [0, 0, 0]
+
+
 def test_run_outputs_and_overfitting_warning(tiny, tmp_path):
     res = _train(tiny, tmp_path, epochs=2, overfit_gap=-1.0)  # any gap counts: the warning must fire
     out = res.out

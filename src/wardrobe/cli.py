@@ -350,7 +350,9 @@ def cv(
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write report.html.")] = False,
 ):
     """k-fold cross-validation: one model per stratified fold, mean ± std of accuracy, F1 and mAP.
-    Every other option (after DATA) is a 'wardrobe train' option, e.g. --preset best or --model."""
+    Every other option (after DATA) is a 'wardrobe train' option, e.g. --preset best or --model;
+    --resume reuses the folds an interrupted run of the same CV finished and continues the one it was
+    training from its last checkpoint."""
     from wardrobe.evaluation.cv import cross_validate, cv_table
 
     kwargs = _train_options(data, ctx.args)

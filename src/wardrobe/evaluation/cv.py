@@ -98,13 +98,47 @@ def _warn_fold_leakage(records, splits, workers, show_progress) -> None:
              "'wardrobe data audit' to see them")
 
 
+FOLD_MARKER = "cv_fold.json"
+
+
+def _fold_fingerprint(data, folds: int, seed: int, k: int, train_paths: list, val_paths: list,
+                      train_options: dict, data_options) -> str:
+    """What makes a fold's run the one this CV would train: same data, options and photos."""
+    from wardrobe.data.cache import key_digest
+
+    return key_digest({"data": str(data), "folds": folds, "seed": seed, "fold": k,
+                       "train": sorted(map(str, train_paths)), "validation": sorted(map(str, val_paths)),
+                       # callbacks are hooks of this process, not options of the recipe
+                       "options": {k: repr(v) for k, v in sorted(train_options.items()) if k != "extra_callbacks"},
+                       "data_options": repr(data_options)})
+
+
+def _fold_state(fold_dir: Path, fingerprint: str) -> str:
+    """'done' (reuse the fold), 'started' (continue it from its last checkpoint) or 'new'."""
+    try:
+        marker = json.loads((fold_dir / FOLD_MARKER).read_text())
+    except (OSError, ValueError):
+        return "new"
+    if marker.get("fingerprint") != fingerprint:
+        return "new"
+    if marker.get("state") == "done" and (fold_dir / "metrics.json").is_file():
+        return "done"
+    if (fold_dir / "checkpoints" / "last.ckpt").is_file():
+        return "started"
+    return "new"
+
+
 def cross_validate(data: str | Path, out: str | Path, folds: int = 5, seed: int = 0,
                    data_options: DataOptions | None = None, batch_size: int = 32, workers: int | None = None,
-                   runtime: str = "auto", show_progress: bool = True, report: bool = True, **train_options) -> dict:
+                   runtime: str = "auto", show_progress: bool = True, report: bool = True, resume: bool = False,
+                   **train_options) -> dict:
     """Train one model per fold (any ``wardrobe.train`` option) and write OUT/fold-K/ (model file,
     metrics.json, confusion matrix), OUT/cv.json, cv.csv, cv.md and report.html.
 
-    The folds ignore any split column of DATA: every photo is validated on exactly once."""
+    The folds ignore any split column of DATA: every photo is validated on exactly once.
+    ``resume``: folds an earlier run of the same CV finished are reused, and a fine-tuning fold it
+    left half done continues from its last checkpoint (a CV of the best recipe takes hours)."""
+    from wardrobe.models.modelfile import resolve_model_path
     from wardrobe.training import train
 
     t0 = time.perf_counter()
@@ -126,17 +160,30 @@ def cross_validate(data: str | Path, out: str | Path, folds: int = 5, seed: int 
     for k, (tr, va) in enumerate(splits, start=1):
         fold_dir = out / f"fold-{k}"
         assignment = {paths[i]: "train" for i in tr} | {paths[i]: "validation" for i in va}
-        info(f"fold {k}/{folds}: train {len(tr)}, validation {len(va)}")
-        result = train(data, fold_dir, data_options=DataOptions(**opts.to_dict()), seed=seed, batch_size=batch_size,
-                       workers=workers, runtime=runtime, show_progress=show_progress, splits=assignment,
-                       warn_leakage=False, **train_options)
-        m = result.metrics
-        if not m:  # a non-zero rank of a multi-process run
-            return {}
+        fingerprint = _fold_fingerprint(data, folds, seed, k, [paths[i] for i in tr], [paths[i] for i in va],
+                                        {"batch_size": batch_size, **train_options}, opts)
+        state = _fold_state(fold_dir, fingerprint) if resume else "new"
+        if state == "done":
+            info(f"fold {k}/{folds}: finished by an earlier run, reused ({fold_dir})")
+            m = json.loads((fold_dir / "metrics.json").read_text())
+            model_path = resolve_model_path(fold_dir)
+        else:
+            info(f"fold {k}/{folds}: train {len(tr)}, validation {len(va)}"
+                 + (" - continuing from its last checkpoint" if state == "started" else ""))
+            fold_dir.mkdir(parents=True, exist_ok=True)
+            (fold_dir / FOLD_MARKER).write_text(json.dumps({"state": "started", "fingerprint": fingerprint}))
+            result = train(data, fold_dir, data_options=DataOptions(**opts.to_dict()), seed=seed, batch_size=batch_size,
+                           workers=workers, runtime=runtime, show_progress=show_progress, splits=assignment,
+                           warn_leakage=False, resume=state == "started", **train_options)
+            m = result.metrics
+            if not m:  # a non-zero rank of a multi-process run
+                return {}
+            model_path = result.model_path
+            (fold_dir / FOLD_MARKER).write_text(json.dumps({"state": "done", "fingerprint": fingerprint}))
         cm = np.array(m["confusion_matrix"])
         write_confusion_csv(cm, m["classes"], fold_dir / "confusion_matrix.csv")
         plot_confusion(cm, m["classes"], fold_dir / "confusion_matrix.png", title=f"fold {k}")
-        probs, errors = fold_probabilities(result.model_path, [paths[i] for i in va], batch_size, workers, runtime)
+        probs, errors = fold_probabilities(model_path, [paths[i] for i in va], batch_size, workers, runtime)
         if m["classes"] != classes:
             raise WardrobeError(f"fold {k}: trained on classes {m['classes']}, expected {classes}")
         oof[va] = probs
