@@ -60,6 +60,16 @@ def decode_failure_reason(exc: OSError, max_chars: int | None = None) -> str:
     return f"cannot decode image ({msg[:max_chars]})"
 
 
+def decode_opened(img: Image.Image, min_side: int | None = None) -> Image.Image:
+    """The decode that follows a header's checks, for files and uploads alike: JPEG draft mode
+    (``min_side``: detail a later resize would throw away is never decoded), full load, EXIF
+    orientation, 8-bit RGB."""
+    if min_side and img.format in ("JPEG", "MPO"):  # MPO: a phone's multi-picture JPEG
+        img.draft("RGB", (min_side, min_side))
+    img.load()
+    return _to_rgb(ImageOps.exif_transpose(img))
+
+
 def load_image(path: str | Path, min_side: int | None = None, max_pixels: int | None = None) -> Image.Image:
     """Open, fully decode, apply the EXIF orientation and convert to 8-bit RGB.
 
@@ -81,11 +91,7 @@ def load_image(path: str | Path, min_side: int | None = None, max_pixels: int | 
             img = Image.open(path)
             if max_pixels is not None and img.size[0] * img.size[1] > max_pixels:
                 raise ImageError(path, f"too many pixels ({img.size[0]}x{img.size[1]})")
-            if min_side and img.format == "JPEG":
-                img.draft("RGB", (min_side, min_side))
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return _to_rgb(img)
+            return decode_opened(img, min_side)
     except ImageError:
         raise
     except UnidentifiedImageError:

@@ -29,10 +29,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from wardrobe.data import images as _images  # noqa: F401 - sets PIL's LOAD_TRUNCATED_IMAGES = False
-from wardrobe.data.images import _to_rgb, decode_failure_reason
+from wardrobe.data.images import decode_failure_reason, decode_opened
 from wardrobe.inference.batch import make_row
 
 # Photo formats only: PIL's other plug-ins (EPS runs Ghostscript, PDF, ICNS...) are attack surface.
@@ -83,11 +83,7 @@ def decode_upload(data: bytes, filename: str, limits: Limits, min_side: int | No
             if max(w, h) / min(w, h) > limits.max_aspect:
                 raise ApiError(422, "bad_aspect_ratio",
                                f"{w}x{h}: aspect ratio above {limits.max_aspect:g}:1", filename)
-            if min_side and img.format in ("JPEG", "MPO"):
-                img.draft("RGB", (min_side, min_side))
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return _to_rgb(img)
+            return decode_opened(img, min_side)
     except ApiError:
         raise
     except UnidentifiedImageError:

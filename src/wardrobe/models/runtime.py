@@ -159,8 +159,9 @@ def fold_pads_into_convs(path: Path) -> int:
     return removed
 
 
-def export_onnx(model: torch.nn.Module, input_size: int, path: Path, opset: int = 17) -> Path:
-    """Export with a dynamic batch axis; written to a temporary name first so a crash leaves no half file."""
+def export_onnx(model: torch.nn.Module, input_size: int, path: Path, opset: int = 17, fold_pads: bool = True) -> Path:
+    """Export with a dynamic batch axis; written to a temporary name first so a crash leaves no half file.
+    ``fold_pads=False`` keeps the Pad nodes (bench/runtime.py compares both)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     model = static_same_padding(model.eval().to("cpu", memory_format=torch.contiguous_format), input_size)
@@ -170,7 +171,8 @@ def export_onnx(model: torch.nn.Module, input_size: int, path: Path, opset: int 
         torch.onnx.export(model, dummy, str(tmp), input_names=["pixels"], output_names=["output"],
                           dynamic_axes={"pixels": {0: "batch"}, "output": {0: "batch"}},
                           opset_version=opset, dynamo=False)
-    fold_pads_into_convs(tmp)
+    if fold_pads:
+        fold_pads_into_convs(tmp)
     os.replace(tmp, path)
     return path
 
