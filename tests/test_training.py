@@ -150,6 +150,56 @@ def test_resume_continues_with_same_optimizer_state(tiny, tmp_path):
         _train(tiny, tmp_path / "other", resume=True)
 
 
+class _StepLRs(L.Callback):
+    """The learning rate of every optimizer step; the epoch a fake clock reads."""
+
+    def __init__(self, clock: dict | None = None):
+        self.lrs, self.clock = [], clock
+
+    def on_train_epoch_start(self, trainer, module):
+        if self.clock is not None:
+            self.clock["epoch"] = trainer.current_epoch
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+@pytest.mark.parametrize("scheduler", ["onecycle", "cosine"])
+def test_time_budget_ends_the_schedule_where_training_must_stop(tiny, tmp_path, monkeypatch, scheduler):
+    # each epoch "takes" 100 s of a 300 s budget: 2 of the 5 planned epochs fit, and the learning
+    # rate must follow a 2-epoch schedule (annealed at the end), not be cut off near its peak
+    from lightning.pytorch.callbacks import Timer
+
+    clock = {"epoch": 0}
+    monkeypatch.setattr(Timer, "time_elapsed", lambda self, stage="train": 100.0 * (clock["epoch"] + 1))
+    budgeted = _StepLRs(clock)
+    res = _train(tiny, tmp_path, epochs=5, scheduler=scheduler, warmup_epochs=1, max_minutes=5,
+                 extra_callbacks=[budgeted])
+    assert len(_rows(res.out)) == 2
+    planned_two = _StepLRs()
+    _train(tiny, tmp_path / "two", epochs=2, scheduler=scheduler, warmup_epochs=1, extra_callbacks=[planned_two])
+    assert budgeted.lrs == pytest.approx(planned_two.lrs, rel=1e-6)
+    unbudgeted = _StepLRs()
+    _train(tiny, tmp_path / "five", epochs=5, scheduler=scheduler, warmup_epochs=1, extra_callbacks=[unbudgeted])
+    assert unbudgeted.lrs[len(budgeted.lrs) - 1] > 1.5 * budgeted.lrs[-1]  # where the cut would have left it
+
+
+def test_shorten_schedule_moves_the_end_of_one_cycle():
+    from wardrobe.training.engine import shorten_schedule
+
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=100, pct_start=0.1)
+    for _ in range(20):
+        opt.step()
+        sched.step()
+    assert shorten_schedule(sched, 40)
+    for _ in range(19):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 / 25 / 1e4, rel=1e-3)  # the schedule's floor at step 39
+    assert not shorten_schedule(sched, 5)  # would end inside the warm-up: refused
+
+
 class _InterruptFold(L.Callback):
     """Ctrl+C in the second epoch of the n-th fold trained by this process; records where each fold
     started."""

@@ -152,17 +152,98 @@ class ClassifierModule(L.LightningModule):
                                                         pct_start=max(0.01, min(0.5, warmup / total)))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         if cfg.scheduler == "cosine":
+            plan = {"total": total}  # FitScheduleToBudget may shorten it
+
             def factor(step):
                 if step < warmup:
                     return (step + 1) / warmup
-                return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+                return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, plan["total"] - warmup))))
             sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+            sched.wardrobe_plan = plan
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         if cfg.scheduler == "plateau":
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.3, patience=1)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_f1_macro",
                                                        "interval": "epoch"}}
         return opt
+
+
+def shorten_schedule(sched, total_steps: int) -> bool:
+    """Make a one-cycle or cosine schedule end (reach its lowest learning rate) at ``total_steps``
+    instead of where it was planned to. False when the scheduler cannot be re-planned."""
+    if isinstance(sched, torch.optim.lr_scheduler.OneCycleLR):
+        phases = getattr(sched, "_schedule_phases", None)
+        if not phases or total_steps - 1 <= phases[0]["end_step"]:
+            return False  # the warm-up would not finish: leave the schedule alone
+        sched.total_steps = total_steps
+        phases[-1]["end_step"] = float(total_steps - 1)
+    elif (plan := getattr(sched, "wardrobe_plan", None)) is not None:
+        plan["total"] = total_steps
+    else:
+        return False
+    # the next step's rate was set under the old plan: set it again under the new one
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # get_lr() outside step() warns; here it is the point
+        rates = sched.get_lr()
+    for group, lr in zip(sched.optimizer.param_groups, rates):
+        group["lr"] = lr
+    sched._last_lr = list(rates)
+    return True
+
+
+class FitScheduleToBudget(L.Callback):
+    """With --max-minutes, a schedule planned over more epochs than fit would be cut while its
+    learning rate is still high (measured: the best preset on clothing-17's 3,724 training photos
+    managed 4 of 6 epochs in 27 minutes). After each epoch this projects how many epochs fit in
+    the budget at the pace so far and, when fewer than planned, ends training and the learning-rate
+    schedule at that epoch, so the last epochs anneal as the recipe intends."""
+
+    def __init__(self, budget_seconds: float, steps_per_epoch: int, margin: float = 1.05):
+        self.budget, self.steps_per_epoch, self.margin = budget_seconds, steps_per_epoch, margin
+        self.epochs: int | None = None  # the shortened plan, kept in checkpoints for --resume
+
+    def state_dict(self) -> dict:
+        return {"epochs": self.epochs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epochs = state.get("epochs")
+
+    def _apply(self, trainer) -> None:
+        trainer.fit_loop.max_epochs = self.epochs
+        for config in trainer.lr_scheduler_configs:
+            shorten_schedule(config.scheduler, self.epochs * self.steps_per_epoch)
+
+    def on_train_start(self, trainer, module) -> None:
+        if self.epochs is not None:  # resumed: the shortened plan still holds
+            self._apply(trainer)
+
+    def on_validation_end(self, trainer, module) -> None:
+        # At the epoch's end, validation included, and before the checkpoint callbacks (Lightning
+        # runs those last), so last.ckpt carries the shortened plan.
+        from lightning.pytorch.callbacks import Timer
+
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        if timer is None or trainer.sanity_checking:
+            return
+        done = trainer.current_epoch + 1
+        elapsed = timer.time_elapsed("train")
+        per_epoch = elapsed / done
+        fit = done + int(max(0.0, self.budget - elapsed) // (per_epoch * self.margin))
+        planned = self.epochs or trainer.max_epochs
+        fit = trainer.strategy.broadcast(fit, 0)  # every rank follows rank 0's clock
+        if fit >= planned:
+            return
+        self.epochs = max(done, fit)
+        if self.epochs == done:
+            trainer.should_stop = True
+        else:
+            self._apply(trainer)
+        from wardrobe.ui import info
+
+        info(f"time budget: an epoch takes {per_epoch / 60:.1f} min, so {self.epochs} of {planned} epochs fit; "
+             f"training and its learning-rate schedule now end at epoch {self.epochs}")
 
 
 class EpochLog:

@@ -40,8 +40,8 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
     from lightning.pytorch.loggers import CSVLogger
 
-    from wardrobe.training.engine import (ClassifierModule, EpochLog, RankReport, ValTimer, loader, make_sampler,
-                                         plot_curves)
+    from wardrobe.training.engine import (ClassifierModule, EpochLog, FitScheduleToBudget, RankReport, ValTimer,
+                                         loader, make_sampler, plot_curves)
 
     t0 = time.perf_counter()
     # Lightning's start-up notices (accelerator lines, tips) drown wardrobe's own progress lines.
@@ -107,6 +107,8 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_f1_macro", mode="max",
                                  save_last=True, save_top_k=1),
                  ValTimer(), RankReport(out), *extra_callbacks]
+    if cfg.max_minutes and cfg.scheduler in ("onecycle", "cosine"):
+        callbacks.append(FitScheduleToBudget(cfg.max_minutes * 60, steps))
     if cfg.patience:
         callbacks.append(EarlyStopping(monitor="val_f1_macro", mode="max", patience=cfg.patience))
     if show_progress and os.environ.get("WARDROBE_QUIET") != "1":
