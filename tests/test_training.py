@@ -94,6 +94,10 @@ def test_augmentation_knobs_change_pixels_as_specified():
     assert 0.05 < (noisy - plain).std() < 0.15 and noisy.min() >= 0 and noisy.max() <= 1
     small = train_transform(Augment(crop_scale=0.5), pre, size=24)(x)
     assert small.shape == (3, 24, 24)  # --train-size: random crops smaller than the test size
+    # without random crops a smaller training size shows the whole test view, resized
+    whole = train_transform(Augment(), pre, size=16)(x)
+    from torchvision.transforms.v2 import functional as TF
+    assert torch.allclose(whole, TF.resize(plain, [16, 16], antialias=True), atol=1 / 255 + 1e-6)
     erased = train_transform(Augment(erasing=1.0), pre)(x)
     assert (erased == 0).sum() > (plain == 0).sum()
     with pytest.raises(WardrobeError, match="unknown preset"):

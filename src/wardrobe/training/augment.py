@@ -63,7 +63,9 @@ def train_transform(aug: Augment, pre: Preprocess, size: int | None = None) -> v
     if aug.crop_scale < 1:
         ops.append(v2.RandomResizedCrop(size, scale=(aug.crop_scale, 1.0), antialias=True))
     else:
-        ops.append(v2.CenterCrop(size))
+        ops.append(v2.CenterCrop(pre.input_size))  # the test view...
+        if size != pre.input_size:
+            ops.append(v2.Resize(size, antialias=True))  # ...shown smaller, not a smaller cut of it
     if aug.hflip:
         ops.append(v2.RandomHorizontalFlip(aug.hflip))
     if aug.rotation:
