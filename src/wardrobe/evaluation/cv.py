@@ -109,7 +109,7 @@ def _fold_fingerprint(data, folds: int, seed: int, k: int, train_paths: list, va
     return key_digest({"data": str(data), "folds": folds, "seed": seed, "fold": k,
                        "train": sorted(map(str, train_paths)), "validation": sorted(map(str, val_paths)),
                        # callbacks are hooks of this process, not options of the recipe
-                       "options": {k: repr(v) for k, v in sorted(train_options.items()) if k != "extra_callbacks"},
+                       "options": {name: repr(v) for name, v in sorted(train_options.items()) if name != "extra_callbacks"},
                        "data_options": repr(data_options)})
 
 

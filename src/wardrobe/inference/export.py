@@ -20,6 +20,7 @@ import torch
 from wardrobe.data.cache import file_digest
 from wardrobe.errors import WardrobeError
 from wardrobe.models.modelfile import _version, load_model, resolve_model_path
+from wardrobe.models.runtime import ONNX_INPUT_NAME
 
 FORMATS = ("onnx",)
 # weights: int8 weights of the output-side half of the convolutions (91 % of the weights), one scale
@@ -30,7 +31,7 @@ FORMATS = ("onnx",)
 #   norm do not survive: 0.91-0.92 agreement with fp32, and slower than fp32 on CPUs without VNNI.
 # static: QDQ int8 arithmetic with activation ranges calibrated on photos (--calibrate).
 INT8_SCHEMES = ("weights", "dynamic", "static")
-INPUT_NAME = "pixels"
+INPUT_NAME = ONNX_INPUT_NAME
 OUTPUT_NAMES = ("logits", "probabilities")
 # metadata_props keys; values are strings (JSON where structured).
 META_KEYS = ("wardrobe.classes", "wardrobe.preprocess", "wardrobe.version", "wardrobe.arch",
@@ -76,18 +77,10 @@ def _write_props(path: Path, props: dict[str, str]) -> None:
 
 
 def _export_fp32(model: torch.nn.Module, meta: dict, path: Path, opset: int) -> None:
-    from wardrobe.models.runtime import fold_pads_into_convs, static_same_padding
+    from wardrobe.models.runtime import export_onnx
 
-    size = int(meta["preprocess"]["input_size"])
-    model = static_same_padding(model.eval().to("cpu", memory_format=torch.contiguous_format), size)
-    wrapped = _WithProbabilities(model, meta.get("temperature", 1.0))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(wrapped, torch.zeros(1, 3, size, size), str(path), input_names=[INPUT_NAME],
-                          output_names=list(OUTPUT_NAMES),
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in OUTPUT_NAMES}},
-                          opset_version=opset, dynamo=False)
-    fold_pads_into_convs(path)
+    export_onnx(_WithProbabilities(model, meta.get("temperature", 1.0)), int(meta["preprocess"]["input_size"]),
+                path, opset, output_names=OUTPUT_NAMES)
 
 
 def calibration_photos(data: str, n: int = 128) -> list[Path]:

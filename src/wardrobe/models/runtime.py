@@ -18,6 +18,7 @@ from wardrobe.data.cache import cache_dir, key_digest
 from wardrobe.errors import WardrobeError
 
 RUNTIMES = ("auto", "onnx", "torch")
+ONNX_INPUT_NAME = "pixels"  # every export's input: normalised float32 NCHW
 
 
 def onnxruntime_available() -> bool:
@@ -88,7 +89,7 @@ def fold_pads_into_convs(path: Path) -> int:
     Pad node before its Conv. ONNX Runtime's fast CPU layout (NCHWc) stops at every Pad: the tensor
     is reordered out, padded and reordered back (4 round trips in Lite0). ONNX's Conv takes
     asymmetric pads, so each zero Pad feeding only a Conv is moved into that Conv; single-photo
-    latency drops by ~2.5 ms here (bench/serve_bench.py). Rewrites ``path``; returns Pads removed."""
+    latency drops by ~2.5 ms here (bench/runtime.py). Rewrites ``path``; returns Pads removed."""
     import onnx
     from onnx import helper
     from onnx.reference import ReferenceEvaluator
@@ -108,7 +109,7 @@ def fold_pads_into_convs(path: Path) -> int:
     # The pad amounts are constant sub-graphs (the exporter reorders PyTorch's pad list with
     # Concat/Slice/Transpose); evaluate just those nodes.
     needed, stack, constant = [], [n.input[1] for n in pads], True
-    seen = set()
+    seen, initializers = set(), {t.name for t in g.initializer}
     while stack:
         name = stack.pop()
         if name in seen or not name:
@@ -117,7 +118,7 @@ def fold_pads_into_convs(path: Path) -> int:
         if name in producer:
             needed.append(producer[name])
             stack.extend(producer[name].input)
-        elif name not in {t.name for t in g.initializer}:
+        elif name not in initializers:
             constant = False  # depends on a graph input: leave the graph as it is
     if not constant:
         return 0
@@ -159,8 +160,10 @@ def fold_pads_into_convs(path: Path) -> int:
     return removed
 
 
-def export_onnx(model: torch.nn.Module, input_size: int, path: Path, opset: int = 17, fold_pads: bool = True) -> Path:
-    """Export with a dynamic batch axis; written to a temporary name first so a crash leaves no half file.
+def export_onnx(model: torch.nn.Module, input_size: int, path: Path, opset: int = 17, fold_pads: bool = True,
+                output_names: tuple[str, ...] = ("output",)) -> Path:
+    """Export with input ONNX_INPUT_NAME and a dynamic batch axis: "same" padding fixed for ``input_size``
+    and folded into the Convs. Written to a temporary name first so a crash leaves no half file.
     ``fold_pads=False`` keeps the Pad nodes (bench/runtime.py compares both)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -168,8 +171,8 @@ def export_onnx(model: torch.nn.Module, input_size: int, path: Path, opset: int 
     dummy = torch.zeros(1, 3, input_size, input_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, dummy, str(tmp), input_names=["pixels"], output_names=["output"],
-                          dynamic_axes={"pixels": {0: "batch"}, "output": {0: "batch"}},
+        torch.onnx.export(model, dummy, str(tmp), input_names=[ONNX_INPUT_NAME], output_names=list(output_names),
+                          dynamic_axes={ONNX_INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in output_names}},
                           opset_version=opset, dynamo=False)
     if fold_pads:
         fold_pads_into_convs(tmp)
