@@ -188,6 +188,36 @@ def test_time_budget_ends_the_schedule_where_training_must_stop(tiny, tmp_path, 
     assert unbudgeted.lrs[len(budgeted.lrs) - 1] > 1.5 * budgeted.lrs[-1]  # where the cut would have left it
 
 
+def test_val_ratio_zero_trains_on_every_photo_and_keeps_the_last_epoch(tiny, tmp_path, monkeypatch):
+    # the final model after CV chose the recipe: no validation split, the time budget still
+    # shortens the schedule (it is judged at the end of each training epoch instead)
+    from lightning.pytorch.callbacks import Timer
+
+    clock = {"epoch": 0}
+    monkeypatch.setattr(Timer, "time_elapsed", lambda self, stage="train": 100.0 * (clock["epoch"] + 1))
+    res = _train(tiny, tmp_path, epochs=5, val_ratio=0, max_minutes=5, extra_callbacks=[_StepLRs(clock)])
+    assert res.metrics["counts"] == {"train": 18, "validation": 0}
+    assert res.metrics["best_epoch"] == 2 and len(_rows(res.out)) == 2
+    assert all(r["val_acc"] == "nan" for r in _rows(res.out))
+    saved = torch.load(res.out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    assert saved["epoch"] == 1  # the last epoch (0-based), not a validation pick
+    m = wardrobe.evaluate(res.out, tiny, show_progress=False)
+    assert m["n_images"] == 18
+    with pytest.raises(WardrobeError, match="validation split is empty.*--val-ratio 0"):
+        wardrobe.train(tiny, tmp_path / "probe", val_ratio=0, workers=0, show_progress=False)
+    with pytest.raises(WardrobeError, match="--patience needs a validation split"):
+        _train(tiny, tmp_path / "p", val_ratio=0, patience=2)
+    from typer.testing import CliRunner
+
+    from wardrobe.cli import app
+
+    cli = CliRunner().invoke(app, ["train", str(tiny), "--out", str(tmp_path / "cli"), "--mode", "scratch",
+                                   "--model", "simple_cnn", "--epochs", "1", "--image-size", "64", "--batch-size",
+                                   "8", "--workers", "0", "--val-ratio", "0"])
+    assert cli.exit_code == 0, cli.output
+    assert (tmp_path / "cli" / "model.safetensors").is_file()
+
+
 def test_shorten_schedule_moves_the_end_of_one_cycle():
     from wardrobe.training.engine import shorten_schedule
 

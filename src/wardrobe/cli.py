@@ -144,7 +144,8 @@ def train(
     result = train_api(data, out, mode=mode, model=model, preset=preset, data_options=opts, val_ratio=val_ratio,
                        test_ratio=test_ratio, seed=seed, batch_size=batch_size, workers=workers, runtime=runtime,
                        use_cache=not no_cache, resume=resume, **fit_options)
-    if result.metrics:  # empty on the non-zero ranks of a multi-process run
+    # empty on the non-zero ranks of a multi-process run; no table when nothing was held out (--val-ratio 0)
+    if result.metrics and "per_class" in result.metrics:
         results.print(_metrics_table(result.metrics, f"validation ({result.metrics['counts']['validation']} photos)"))
 
 

@@ -21,20 +21,22 @@ def assign_splits(ds: Dataset, val_ratio: float = 0.15, test_ratio: float = 0.0,
         if not ds.split("train"):
             raise WardrobeError(f"{ds.name}: the split column has no 'train' rows")
         return ds
-    if not 0 < val_ratio < 1 or not 0 <= test_ratio < 1 or val_ratio + test_ratio >= 1:
-        raise WardrobeError(f"split ratios: validation {val_ratio} and test {test_ratio} must be in (0, 1) "
+    if not 0 <= val_ratio < 1 or not 0 <= test_ratio < 1 or val_ratio + test_ratio >= 1:
+        raise WardrobeError(f"split ratios: validation {val_ratio} and test {test_ratio} must be in [0, 1) "
                             "and leave room for training")
     labels = np.array([r.label for r in ds.records])
     counts = {str(c): int((labels == c).sum()) for c in np.unique(labels)}
-    needed = 3 if test_ratio else 2
+    needed = 1 + bool(val_ratio) + bool(test_ratio)
     small = sorted(c for c, n in counts.items() if n < needed)
     if small:
         raise WardrobeError(f"{ds.name}: class {', '.join(map(repr, small))} has fewer than {needed} photos, "
                             "too few to split (drop it with --exclude or --min-count)")
     idx = np.arange(len(labels))
-    rest, val = train_test_split(idx, test_size=val_ratio, stratify=labels, random_state=seed)
     split = np.array(["train"] * len(labels), dtype=object)
-    split[val] = "validation"
+    rest = idx
+    if val_ratio:  # 0: every photo trains (a final model, after CV chose the recipe)
+        rest, val = train_test_split(idx, test_size=val_ratio, stratify=labels, random_state=seed)
+        split[val] = "validation"
     if test_ratio:
         train, test = train_test_split(rest, test_size=test_ratio / (1 - val_ratio),
                                        stratify=labels[rest], random_state=seed)

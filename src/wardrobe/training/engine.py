@@ -222,10 +222,23 @@ class FitScheduleToBudget(L.Callback):
     def on_validation_end(self, trainer, module) -> None:
         # At the epoch's end, validation included, and before the checkpoint callbacks (Lightning
         # runs those last), so last.ckpt carries the shortened plan.
+        if not trainer.sanity_checking:
+            self._plan(trainer)
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        # Without a validation split (--val-ratio 0) no validation ends the epoch; checkpoints are
+        # then saved in this hook, and Lightning runs checkpoint callbacks after the others.
+        if self._planned_epoch != trainer.current_epoch:
+            self._plan(trainer)
+
+    _planned_epoch = -1
+
+    def _plan(self, trainer) -> None:
         from lightning.pytorch.callbacks import Timer
 
+        self._planned_epoch = trainer.current_epoch
         timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
-        if timer is None or trainer.sanity_checking:
+        if timer is None:
             return
         done = trainer.current_epoch + 1
         elapsed = timer.time_elapsed("train")
@@ -280,9 +293,10 @@ class EpochLog:
                 w.writerows(self.rows)
             from wardrobe.ui import info
 
+            val = "" if np.isnan(row["val_acc"]) else \
+                f"val acc {row['val_acc']:.3f} macro-F1 {row['val_f1_macro']:.3f} | "
             info(f"epoch {row['epoch']}: train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f} | "
-                 f"val acc {row['val_acc']:.3f} macro-F1 {row['val_f1_macro']:.3f} | "
-                 f"{row['train_images_per_s']:.1f} train images/s")
+                 f"{val}{row['train_images_per_s']:.1f} train images/s")
         gaps = [r["train_acc"] - r["val_acc"] for r in self.rows]
         if (not self.warned and gaps[-1] > self.overfit_gap and (len(gaps) == 1 or gaps[-1] > gaps[-2])
                 and trainer.is_global_zero):

@@ -91,10 +91,13 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
 
     workers = default_workers() if cfg.workers is None else cfg.workers
     train_ds = dataset(tr, train_transform(cfg.augment, pre, cfg.train_size))
-    val_ds = dataset(va, eval_transform(pre))
+    val_ds = dataset(va, eval_transform(pre)) if va else None
     sampler = make_sampler(y_all[tr], k, cfg)
     train_dl = loader(train_ds, cfg.batch_size, workers, shuffle=True, sampler=sampler)
-    val_dl = loader(val_ds, max(cfg.batch_size, 64), workers)
+    # No validation split (--val-ratio 0): every photo trains and the last epoch is the model.
+    val_dl = loader(val_ds, max(cfg.batch_size, 64), workers) if va else None
+    if val_dl is None and cfg.patience:
+        raise WardrobeError("--patience needs a validation split (early stopping watches its macro-F1)")
     world = int(cfg.devices) if str(cfg.devices).isdigit() else 1
     steps = max(1, -(-len(sampler if sampler is not None else train_ds) // (cfg.batch_size * world)))
     loss = make_loss(cfg.loss, y_all[tr], k, cfg.label_smoothing, cfg.focal_gamma)
@@ -104,8 +107,8 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     ckpt_dir = out / "checkpoints"
     epoch_log = EpochLog(out, cfg.overfit_gap, resume=resume)
     module.epoch_log = epoch_log
-    callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_f1_macro", mode="max",
-                                 save_last=True, save_top_k=1),
+    callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_f1_macro" if va else None,
+                                 mode="max", save_last=True, save_top_k=1),
                  ValTimer(), RankReport(out), *extra_callbacks]
     if cfg.max_minutes and cfg.scheduler in ("onecycle", "cosine"):
         callbacks.append(FitScheduleToBudget(cfg.max_minutes * 60, steps))
@@ -134,6 +137,7 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*number of training batches.*")
         warnings.filterwarnings("ignore", ".*LeafSpec.*")
+        warnings.filterwarnings("ignore", ".*no `val_dataloader`.*")  # --val-ratio 0, on purpose
         try:
             trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt_path)
         except SystemExit:
@@ -151,24 +155,34 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
         module.load_state_dict(state)
     model = module.model.to("cpu", memory_format=torch.contiguous_format).eval()
-    probs = _predict(model, val_ds, workers)
-    metrics = compute_metrics(y_all[va], probs, classes)
+    metrics = compute_metrics(y_all[va], _predict(model, val_ds, workers), classes) if va else {}
     plot_curves(epoch_log.rows, out / "curves.png")
     epochs = epoch_log.rows
-    result = {"split": "validation", **metrics,
+    if not epochs:
+        best_epoch = None
+    elif va:
+        best_epoch = int(np.argmax([r["val_f1_macro"] for r in epochs]) + 1)
+    else:
+        best_epoch = len(epochs)
+    result = {"split": "validation" if va else None, **metrics,
               "counts": {"train": len(tr), "validation": len(va)},
-              "epochs": epochs, "best_epoch": int(np.argmax([r["val_f1_macro"] for r in epochs]) + 1) if epochs else None,
+              "epochs": epochs, "best_epoch": best_epoch,
               "overfitting_warning": epoch_log.overfitting(),
               "timings": {"total_seconds": round(time.perf_counter() - t0, 2),
                           "train_images_per_s": [r["train_images_per_s"] for r in epochs]},
               "skipped": ds.skipped.to_dict()}
     meta = {"arch": backbone.arch, "head": "linear", "backbone": backbone.name, "weights": backbone.weights,
             "mode": cfg.mode, "classes": classes, "preprocess": pre.to_dict(), "temperature": 1.0,
-            "metrics": {"validation": summary(metrics)}, "train_config": _config(ds, cfg, pre)}
+            "metrics": {"validation": summary(metrics)} if va else {}, "train_config": _config(ds, cfg, pre)}
     save_model(out / MODEL_FILENAME, model, meta)
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
-    info(f"validation accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['f1_macro']:.4f} "
-         f"(best epoch {result['best_epoch']}); wrote {out / MODEL_FILENAME} ({result['timings']['total_seconds']:.0f} s)")
+    seconds = result["timings"]["total_seconds"]
+    if va:
+        info(f"validation accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['f1_macro']:.4f} "
+             f"(best epoch {best_epoch}); wrote {out / MODEL_FILENAME} ({seconds:.0f} s)")
+    else:
+        info(f"trained on all {len(tr)} photos (no validation split), kept epoch {best_epoch}; "
+             f"wrote {out / MODEL_FILENAME} ({seconds:.0f} s)")
     return result
 
 

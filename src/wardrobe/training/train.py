@@ -92,13 +92,15 @@ def train(data: str | Path, out: str | Path, mode: str | None = None, model: str
                      ds.name, ds.skipped, dict(ds.description, split="explicit"))
         if not ds.records:
             raise WardrobeError(f"{ds.name}: none of its photos is in the given splits")
+    own_splits = ds.has_splits
     ds = assign_splits(ds, val_ratio=val_ratio, test_ratio=test_ratio, seed=seed)
     classes = ds.classes
     if len(classes) < 2:
         raise WardrobeError(f"{ds.name}: needs at least 2 classes to train, found {len(classes)} ({', '.join(classes)})")
     train_recs, val_recs = ds.split("train"), ds.split("validation")
-    if not val_recs:
-        raise WardrobeError(f"{ds.name}: the validation split is empty")
+    if not val_recs and (mode == "probe" or val_ratio or own_splits):
+        hint = " (--val-ratio 0 trains on every photo in --mode finetune or scratch)" if mode == "probe" else ""
+        raise WardrobeError(f"{ds.name}: the validation split is empty{hint}")
     info(f"{ds.name}: {len(ds.records)} photos, {len(classes)} classes "
          f"(train {len(train_recs)}, validation {len(val_recs)}, test {len(ds.split('test'))})")
     if len(ds.skipped):
