@@ -203,6 +203,7 @@ class FitScheduleToBudget(L.Callback):
     def __init__(self, budget_seconds: float, steps_per_epoch: int, margin: float = 1.05):
         self.budget, self.steps_per_epoch, self.margin = budget_seconds, steps_per_epoch, margin
         self.epochs: int | None = None  # the shortened plan, kept in checkpoints for --resume
+        self._planned_epoch = -1  # the epoch last judged, so an epoch with validation is not judged twice
 
     def state_dict(self) -> dict:
         return {"epochs": self.epochs}
@@ -230,8 +231,6 @@ class FitScheduleToBudget(L.Callback):
         # then saved in this hook, and Lightning runs checkpoint callbacks after the others.
         if self._planned_epoch != trainer.current_epoch:
             self._plan(trainer)
-
-    _planned_epoch = -1
 
     def _plan(self, trainer) -> None:
         from lightning.pytorch.callbacks import Timer

@@ -61,6 +61,8 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
         model.drop_rate = cfg.drop_rate  # timm models apply it before the classifier
 
     train_recs, val_recs = ds.split("train"), ds.split("validation")
+    if not val_recs and cfg.patience:  # before the pixel cache is filled: minutes on a real dataset
+        raise WardrobeError("--patience needs a validation split (early stopping watches its macro-F1)")
     recs = train_recs + val_recs
     digests = digests_for([r.path for r in recs])
     errors = {}
@@ -96,8 +98,6 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     train_dl = loader(train_ds, cfg.batch_size, workers, shuffle=True, sampler=sampler)
     # No validation split (--val-ratio 0): every photo trains and the last epoch is the model.
     val_dl = loader(val_ds, max(cfg.batch_size, 64), workers) if va else None
-    if val_dl is None and cfg.patience:
-        raise WardrobeError("--patience needs a validation split (early stopping watches its macro-F1)")
     world = int(cfg.devices) if str(cfg.devices).isdigit() else 1
     steps = max(1, -(-len(sampler if sampler is not None else train_ds) // (cfg.batch_size * world)))
     loss = make_loss(cfg.loss, y_all[tr], k, cfg.label_smoothing, cfg.focal_gamma)
