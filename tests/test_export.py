@@ -153,8 +153,15 @@ def test_static_int8_calibrated_on_photos(trained_run, shapes_dir, tmp_path):
     assert len(photos) == 12 and len({p.parent.name for p in photos}) == 3  # spread over the classes
     out = export_model(trained_run, tmp_path / "s.onnx", int8=True, calibrate=photos)
     assert read_onnx_meta(out)["quantization"] == "static-int8-per-channel"
-    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    graph = onnx.load(str(out)).graph
+    ops = {n.op_type for n in graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "Softmax" in ops
+    # the input-side third of the convolutions keeps float weights; the rest read dequantised int8
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    int8_weights = [c.input[1] in dequantized for c in convs]
+    n_float = round(len(convs) / 3)
+    assert not any(int8_weights[:n_float]) and any(int8_weights[n_float:]), int8_weights
     paths = sorted(shapes_dir.rglob("*.jpg"))
     assert [r["label"] for r in load_classifier(out).predict(paths)] == [p.parent.name for p in paths]
     with pytest.raises(WardrobeError, match="int8"):

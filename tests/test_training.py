@@ -409,3 +409,37 @@ def test_training_validation_view_equals_inference_preprocessing():
     pre = Preprocess(input_size=240)
     canvas = cache_preprocess(pre.resize_to).pixels(img)
     assert torch.equal(v2.CenterCrop(pre.input_size)(canvas), pre.pixels(img))
+
+
+class _RawWeights(L.Callback):
+    """A copy of every parameter after each optimizer step: the raw weights the average follows."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.steps.append({n: p.detach().clone() for n, p in module.named_parameters()})
+
+
+def test_ema_keeps_the_exponential_average_of_the_weights_as_the_model(tiny, tmp_path):
+    from wardrobe.models.modelfile import load_model
+
+    raw = _RawWeights()
+    res = _train(tiny, tmp_path, epochs=2, val_ratio=0, ema=0.6, extra_callbacks=[raw])
+    assert len(raw.steps) == 6  # 18 photos, batch 8, 2 epochs
+    expected = dict(raw.steps[0])  # the average starts as a copy of the first step's weights
+    for step in raw.steps[1:]:
+        expected = {n: 0.6 * expected[n] + 0.4 * step[n] for n in expected}
+    ckpt = torch.load(res.out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    net, _ = load_model(res.model_path)
+    saved = dict(net.named_parameters())
+    for name, want in expected.items():
+        assert name.startswith("model.")
+        torch.testing.assert_close(ckpt["state_dict"][name], want)
+        torch.testing.assert_close(saved[name[len("model."):]].detach(), want)
+    # the raw weights travel beside it (for --resume) and differ from the average
+    last = raw.steps[-1]
+    assert all(torch.allclose(ckpt["current_model_state"][n], last[n]) for n in last)
+    assert any(not torch.allclose(last[n], expected[n]) for n in last)
+    with pytest.raises(WardrobeError, match="--ema 1.0"):
+        _train(tiny, tmp_path / "bad", ema=1.0)

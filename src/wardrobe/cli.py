@@ -87,6 +87,7 @@ def train(
     image_size: Annotated[Optional[int], typer.Option("--image-size", help="Input size in pixels (default: the model's).", rich_help_panel=Fit)] = None,
     train_size: Annotated[Optional[int], typer.Option("--train-size", help="Train on random crops of this size (default: --image-size); smaller is faster and, with random-resized crops, matches object sizes at test (FixRes).", rich_help_panel=Fit)] = None,
     drop_path: Annotated[Optional[float], typer.Option("--drop-path", help="Stochastic depth rate (timm networks).", rich_help_panel=Fit)] = None,
+    ema: Annotated[Optional[float], typer.Option("--ema", help="Keep an exponential moving average of the weights with this decay per step (e.g. 0.99); it is validated and saved instead of the raw weights.", rich_help_panel=Fit)] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", rich_help_panel=Fit)] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate of the head.", rich_help_panel=Fit)] = None,
     optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="adamw or sgd.", rich_help_panel=Fit)] = None,
@@ -130,7 +131,7 @@ def train(
             ra_n, ra_m = (int(v) for v in randaugment.split(","))
         except ValueError:
             raise WardrobeError(f"--randaugment {randaugment}: expected N,M such as 2,9") from None
-    fit_options = dict(image_size=image_size, train_size=train_size, drop_path=drop_path, epochs=epochs, lr=lr, optimizer=optimizer, scheduler=scheduler,
+    fit_options = dict(image_size=image_size, train_size=train_size, drop_path=drop_path, ema=ema, epochs=epochs, lr=lr, optimizer=optimizer, scheduler=scheduler,
                        warmup_epochs=warmup_epochs, weight_decay=weight_decay, label_smoothing=label_smoothing,
                        loss=loss, focal_gamma=focal_gamma, sampler=sampler, balance=balance, trainable=trainable,
                        head_epochs=head_epochs, backbone_lr_mult=backbone_lr_mult, patience=patience,

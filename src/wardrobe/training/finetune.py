@@ -112,6 +112,12 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
                  ValTimer(), RankReport(out), *extra_callbacks]
     if cfg.max_minutes and cfg.scheduler in ("onecycle", "cosine"):
         callbacks.append(FitScheduleToBudget(cfg.max_minutes * 60, steps))
+    if cfg.ema:
+        from lightning.pytorch.callbacks import EMAWeightAveraging
+
+        # Validation, checkpoints (best.ckpt's state_dict) and the saved model all see the averaged
+        # weights; the raw ones travel in the checkpoint too, so --resume continues both.
+        callbacks.append(EMAWeightAveraging(decay=cfg.ema))
     if cfg.patience:
         callbacks.append(EarlyStopping(monitor="val_f1_macro", mode="max", patience=cfg.patience))
     if show_progress and os.environ.get("WARDROBE_QUIET") != "1":
