@@ -443,3 +443,20 @@ def test_ema_keeps_the_exponential_average_of_the_weights_as_the_model(tiny, tmp
     assert any(not torch.allclose(last[n], expected[n]) for n in last)
     with pytest.raises(WardrobeError, match="--ema 1.0"):
         _train(tiny, tmp_path / "bad", ema=1.0)
+
+
+def test_ema_resume_continues_the_same_average(tiny, tmp_path):
+    # interrupted after epoch 1 and resumed: the average over both runs' steps, as if uninterrupted
+    first, second = _RawWeights(), _RawWeights()
+    opts = dict(epochs=2, val_ratio=0, ema=0.6, scheduler="cosine")
+    with pytest.raises(WardrobeError, match="--resume"):
+        _train(tiny, tmp_path, extra_callbacks=[_Interrupt(), first], **opts)
+    res = _train(tiny, tmp_path, resume=True, extra_callbacks=[second], **opts)
+    steps = first.steps + second.steps
+    assert len(first.steps) == 3 and len(steps) == 6
+    expected = dict(steps[0])
+    for step in steps[1:]:
+        expected = {n: 0.6 * expected[n] + 0.4 * step[n] for n in expected}
+    ckpt = torch.load(res.out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    for name, want in expected.items():
+        torch.testing.assert_close(ckpt["state_dict"][name], want)
