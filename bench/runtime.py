@@ -7,13 +7,13 @@ Run: .venv/bin/python bench/runtime.py"""
 from __future__ import annotations
 
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from wardrobe.evaluation.speed import cpu_model
 from wardrobe.models import create_backbone
 from wardrobe.models.runtime import OnnxRunner, export_onnx
 
@@ -28,7 +28,7 @@ def rate(fn, x, seconds=4.0) -> float:
 
 
 def main() -> None:
-    print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}")
+    print(f"machine: {os.cpu_count()} cores, {cpu_model()}, torch threads {torch.get_num_threads()}")
     bb = create_backbone("efficientnet_lite0")
     x = torch.randn(32, 3, 224, 224)
     model = bb.model.eval()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -138,10 +137,11 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("WARDROBE_QUIET", "1")
     from wardrobe.data.presets import dataset_root
+    from wardrobe.evaluation.speed import cpu_model
 
     model = Path(args.model)
     photo = dataset_root() / "images" / "ea7b6656-3f84-4eb3-9099-23e623fc1018.jpg"  # a t-shirt
-    print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+    print(f"machine: {os.cpu_count()} cores, {cpu_model()}, "
           f"torch threads {torch.get_num_threads()}; model {model}")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

@@ -147,6 +147,21 @@ def test_params_and_mflops_of_a_known_network():
     assert mflops == pytest.approx(2 * 3 * 4 * 9 * 64 / 1e6)  # a multiply-add counts 2
 
 
+def test_cpu_model_tells_hosts_with_the_same_name_apart(tmp_path):
+    from wardrobe.evaluation.speed import cpu_model
+
+    def info(model, flags):
+        return (f"processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: {model[0]}\nmodel\t\t: {model[1]}\n"
+                f"model name\t: AMD EPYC\nflags\t\t: fpu sse2 {flags}\n\nprocessor\t: 1\nflags\t\t: avx512_vnni\n")
+
+    wide, narrow = tmp_path / "avx512", tmp_path / "avx2"
+    wide.write_text(info((25, 17), "avx2 avx512f avx512_vnni"))
+    narrow.write_text(info((23, 49), "avx2"))  # the second processor's flags must not leak into the first's
+    assert cpu_model(wide) == "AMD EPYC (family 25 model 17, AVX-512 VNNI)"
+    assert cpu_model(narrow) == "AMD EPYC (family 23 model 49, AVX2)"
+    assert cpu_model(tmp_path / "absent")  # no /proc (macOS): still a name, never an error
+
+
 class _Sections(HTMLParser):
     def __init__(self):
         super().__init__()

@@ -13,14 +13,28 @@ import numpy as np
 import torch
 
 
-def cpu_model() -> str:
+def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The CPU's name, with its family/model and widest vector extension when /proc/cpuinfo gives
+    them: cloud hosts name every generation "AMD EPYC", yet an AVX2 one and an AVX-512 VNNI one
+    here run the same ONNX model at 9.6 and 5.5 ms (p50), so a timing must say which it came from."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        info = {}
+        for line in Path(cpuinfo).read_text().splitlines():
+            key, _, value = line.partition(":")
+            if not key.strip():
+                break  # the first processor's block is enough
+            info.setdefault(key.strip(), value.strip())
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        info = {}
+    name = info.get("model name")
+    if not name:
+        return platform.processor() or platform.machine()
+    flags = set(info.get("flags", "").split())
+    isa = next((label for flag, label in (("avx512_vnni", "AVX-512 VNNI"), ("avx512f", "AVX-512"),
+                                          ("avx2", "AVX2")) if flag in flags), None)
+    detail = [f"family {info['cpu family']} model {info['model']}"] if "cpu family" in info and "model" in info else []
+    detail += [isa] if isa else []
+    return f"{name} ({', '.join(detail)})" if detail else name
 
 
 def synthetic_photos(folder: Path, n: int = 32, size: tuple[int, int] = (600, 800), seed: int = 0) -> list[Path]:
