@@ -7,7 +7,7 @@ BIN=${BIN:-.venv/bin}
 if [ -z "${WARDROBE_DATA_DIR:-}" ] && [ -d ../shared/data/clothing-dataset ]; then export WARDROBE_DATA_DIR="$(cd ../shared/data && pwd)"; fi
 out=$(mktemp -d)
 export WARDROBE_CACHE_DIR="$out/cache"   # cold cache: the first run extracts every embedding
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "machine: $(nproc) cores, $("$BIN/python" -c "from wardrobe.evaluation.speed import cpu_model; print(cpu_model())")"
 t0=$(date +%s.%N)
 "$BIN/wardrobe" train clothing-top10 --out "$out/run" > /dev/null
 t1=$(date +%s.%N)
