@@ -421,15 +421,21 @@ class _RawWeights(L.Callback):
         self.steps.append({n: p.detach().clone() for n, p in module.named_parameters()})
 
 
+def _ema(steps: list[dict], decay: float) -> dict:
+    """The moving average by hand: it starts as a copy of the first step's weights."""
+    average = dict(steps[0])
+    for step in steps[1:]:
+        average = {n: decay * average[n] + (1 - decay) * step[n] for n in average}
+    return average
+
+
 def test_ema_keeps_the_exponential_average_of_the_weights_as_the_model(tiny, tmp_path):
     from wardrobe.models.modelfile import load_model
 
     raw = _RawWeights()
     res = _train(tiny, tmp_path, epochs=2, val_ratio=0, ema=0.6, extra_callbacks=[raw])
     assert len(raw.steps) == 6  # 18 photos, batch 8, 2 epochs
-    expected = dict(raw.steps[0])  # the average starts as a copy of the first step's weights
-    for step in raw.steps[1:]:
-        expected = {n: 0.6 * expected[n] + 0.4 * step[n] for n in expected}
+    expected = _ema(raw.steps, 0.6)
     ckpt = torch.load(res.out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
     net, _ = load_model(res.model_path)
     saved = dict(net.named_parameters())
@@ -454,9 +460,7 @@ def test_ema_resume_continues_the_same_average(tiny, tmp_path):
     res = _train(tiny, tmp_path, resume=True, extra_callbacks=[second], **opts)
     steps = first.steps + second.steps
     assert len(first.steps) == 3 and len(steps) == 6
-    expected = dict(steps[0])
-    for step in steps[1:]:
-        expected = {n: 0.6 * expected[n] + 0.4 * step[n] for n in expected}
+    expected = _ema(steps, 0.6)
     ckpt = torch.load(res.out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
     for name, want in expected.items():
         torch.testing.assert_close(ckpt["state_dict"][name], want)

@@ -114,13 +114,11 @@ def _calibration_batches(photos: list, preprocess: dict, batch_size: int = 16):
             yield {INPUT_NAME: pre.normalize_array(pixels.numpy())}
 
 
-def _head_nodes(path: Path) -> list[str]:
+def _head_nodes(nodes) -> list[str]:
     """The classifier after global pooling stays in float: the probe folds its feature
     standardisation into the linear layer, so that layer's weight columns span orders of magnitude
-    and per-output-channel int8 would flatten the small ones. It is a few kB of weights."""
-    import onnx
-
-    nodes = onnx.load(str(path)).graph.node
+    and per-output-channel int8 would flatten the small ones. It is a few kB of weights.
+    ``nodes``: a graph's nodes, in order."""
     pools = [i for i, n in enumerate(nodes) if n.op_type in ("GlobalAveragePool", "ReduceMean")]
     if not pools:
         return []
@@ -191,6 +189,7 @@ def dequantized_bytes(path: Path) -> bytes | None:
 
 
 def _quantize(src: Path, dst: Path, per_channel: bool, calibration=None) -> None:
+    import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_dynamic, quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -205,14 +204,14 @@ def _quantize(src: Path, dst: Path, per_channel: bool, calibration=None) -> None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-            head = _head_nodes(pre)
+            nodes = onnx.load(str(pre)).graph.node
+            head = _head_nodes(nodes)
             if calibration is None:
                 # ORT rewrites Gemm before honouring nodes_to_exclude, so the head is kept in float
                 # by quantising convolutions only (the head is the only Gemm/MatMul here).
                 quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
                                  op_types_to_quantize=["Conv"] if head else None)
                 return
-            import onnx
 
             class Reader(CalibrationDataReader):
                 def __init__(self, batches):
@@ -222,14 +221,14 @@ def _quantize(src: Path, dst: Path, per_channel: bool, calibration=None) -> None
                     return next(self.batches, None)
 
             # The head's softmax stays in float: its uint8 output would round probabilities to 1/255.
-            nodes = onnx.load(str(pre)).graph.node
             keep_float = head + [n.name for n in nodes if n.op_type in ("Softmax", "Div")]
             # So does the input-side third of the convolutions: their activation rounding travels
             # through the whole network. Top-1 agreement with fp32 on clothing-top10 validation
-            # (bench/int8_agreement.py): Lite0 probe 0.933 with every conv int8, 0.985 with the first
-            # third float; best preset (Lite1) 0.962 -> 0.997. In a trial with other calibration
-            # photos a quarter did worse than a third and a half no better. Still faster than fp32
-            # (bench/serve_bench.py).
+            # (bench/int8_agreement.py, AVX2 host): Lite0 probe 0.933 with every conv int8, 0.985 with
+            # the first third float; best preset (Lite1) 0.962 -> 0.997. In a trial with other
+            # calibration photos a quarter did worse than a third and a half no better; on the AVX-512
+            # VNNI host a quarter, 0.4 and a half each agreed on one photo in 341 more than a third
+            # (0.991 vs 0.988), too small a margin to move. Still faster than fp32 (bench/serve_bench.py).
             convs = [n.name for n in nodes if n.op_type == "Conv"]
             keep_float += convs[: round(len(convs) * STATIC_FLOAT_SHARE)]
             quantize_static(str(pre), str(dst), Reader(calibration), quant_format=QuantFormat.QDQ,
