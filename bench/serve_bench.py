@@ -31,7 +31,7 @@ def latency(model: Path, tmp: Path, photo: Path, runs: int, rounds: int = 6) -> 
     each with whichever phase it happened to get. p50/p95 over all its calls; the spread of its
     per-round p50 shows the drift."""
     from wardrobe.data.images import load_image
-    from wardrobe.inference.export import calibration_photos, export_model, load_classifier, read_onnx_meta
+    from wardrobe.inference.export import calibration_photos, export_model, load_classifier
 
     exports = {}
     for name, scheme in (("fp32", None), ("int8 weights", "weights"), ("int8 static", "static"),
@@ -54,10 +54,10 @@ def latency(model: Path, tmp: Path, photo: Path, runs: int, rounds: int = 6) -> 
                 clf._probs(pixels)
                 block.append((time.perf_counter() - t0) * 1000)
             times.append(block)
-    for name, (onnx, _, _, blocks) in exports.items():
+    for name, (onnx, clf, _, blocks) in exports.items():
         times = np.concatenate(blocks)
         medians = [np.percentile(b, 50) for b in blocks]
-        print(f"single photo, ONNX Runtime {name} ({read_onnx_meta(onnx)['quantization']}, "
+        print(f"single photo, ONNX Runtime {name} ({clf.meta['quantization']}, "
               f"{onnx.stat().st_size / 1e6:.1f} MB), decode excluded: p50 {np.percentile(times, 50):.2f} ms, "
               f"p95 {np.percentile(times, 95):.2f} ms ({len(times)} runs in {rounds} rounds; "
               f"round p50 {min(medians):.2f}-{max(medians):.2f} ms)")
