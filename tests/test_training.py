@@ -141,8 +141,9 @@ def test_resume_continues_with_same_optimizer_state(tiny, tmp_path):
     opts = dict(epochs=3, scheduler="cosine")
     with pytest.raises(WardrobeError, match="--resume"):
         _train(tiny, tmp_path, extra_callbacks=[_Interrupt()], **opts)
-    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    saved = torch.load(last, map_location="cpu", weights_only=False)
+    assert not (tmp_path / "run").exists()  # an interrupted run stays beside OUT until it finishes
+    last = tmp_path / "run.partial" / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, map_location="cpu", weights_only=True)
     assert saved["epoch"] == 0 and saved["optimizer_states"][0]["state"]
     probe = _OptimizerProbe()
     res = _train(tiny, tmp_path, resume=True, extra_callbacks=[probe], **opts)
@@ -200,7 +201,7 @@ def test_val_ratio_zero_trains_on_every_photo_and_keeps_the_last_epoch(tiny, tmp
     assert res.metrics["counts"] == {"train": 18, "validation": 0}
     assert res.metrics["best_epoch"] == 2 and len(_rows(res.out)) == 2
     assert all(r["val_acc"] == "nan" for r in _rows(res.out))
-    saved = torch.load(res.out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    saved = torch.load(res.out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     assert saved["epoch"] == 1  # the last epoch (0-based), not a validation pick
     m = wardrobe.evaluate(res.out, tiny, show_progress=False)
     assert m["n_images"] == 18
@@ -260,7 +261,7 @@ def test_cv_resume_reuses_finished_folds_and_continues_the_interrupted_one(tiny,
         cross_validate(tiny, out, extra_callbacks=[_InterruptFold(2)], **opts)
     first = (out / "fold-1" / "model.safetensors").stat().st_mtime_ns
     assert json.loads((out / "fold-1" / FOLD_MARKER).read_text())["state"] == "done"
-    assert (out / "fold-2" / "checkpoints" / "last.ckpt").is_file() and not (out / "fold-3").exists()
+    assert (out / "fold-2.partial" / "checkpoints" / "last.ckpt").is_file() and not (out / "fold-3").exists()
 
     probe = _InterruptFold()
     res = cross_validate(tiny, out, resume=True, extra_callbacks=[probe], **opts)
@@ -274,9 +275,11 @@ def test_cv_resume_reuses_finished_folds_and_continues_the_interrupted_one(tiny,
     marker = json.loads((out / "fold-1" / FOLD_MARKER).read_text())
     assert _fold_state(out / "fold-1", marker["fingerprint"]) == "done"
     assert _fold_state(out / "fold-1", "another recipe") == "new"
-    # without --resume every fold trains again
+    # without --resume an earlier CV is kept unless --overwrite; with it every fold trains again
+    with pytest.raises(WardrobeError, match="--overwrite"):
+        cross_validate(tiny, out, **{**opts, "epochs": 1})
     probe = _InterruptFold()
-    cross_validate(tiny, out, extra_callbacks=[probe], **{**opts, "epochs": 1})
+    cross_validate(tiny, out, extra_callbacks=[probe], overwrite=True, **{**opts, "epochs": 1})
     assert probe.starts == [0, 0, 0]
 
 
@@ -386,9 +389,9 @@ def test_train_size_and_drop_path(tiny, tmp_path):
     x = torch.randn(2, 3, 64, 64)
     assert not torch.equal(net(x), net(x))  # blocks are dropped at random in training
     with pytest.raises(WardrobeError, match="--train-size"):
-        _train(tiny, tmp_path, train_size=4)
+        _train(tiny, tmp_path, train_size=4, overwrite=True)
     with pytest.raises(WardrobeError, match="--drop-path"):
-        _train(tiny, tmp_path, drop_path=0.1)  # simple_cnn has no residual blocks to drop
+        _train(tiny, tmp_path, drop_path=0.1, overwrite=True)  # simple_cnn has no residual blocks to drop
 
 
 def test_fast_preset_is_the_probe(shapes_dir, tmp_path):
@@ -436,7 +439,7 @@ def test_ema_keeps_the_exponential_average_of_the_weights_as_the_model(tiny, tmp
     res = _train(tiny, tmp_path, epochs=2, val_ratio=0, ema=0.6, extra_callbacks=[raw])
     assert len(raw.steps) == 6  # 18 photos, batch 8, 2 epochs
     expected = _ema(raw.steps, 0.6)
-    ckpt = torch.load(res.out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(res.out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     net, _ = load_model(res.model_path)
     saved = dict(net.named_parameters())
     for name, want in expected.items():
@@ -461,6 +464,6 @@ def test_ema_resume_continues_the_same_average(tiny, tmp_path):
     steps = first.steps + second.steps
     assert len(first.steps) == 3 and len(steps) == 6
     expected = _ema(steps, 0.6)
-    ckpt = torch.load(res.out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(res.out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     for name, want in expected.items():
         torch.testing.assert_close(ckpt["state_dict"][name], want)

@@ -83,7 +83,8 @@ def train(
     workers: Workers = None,
     runtime: Runtime = "auto",
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute embeddings / decoded photos instead of reusing the caches.")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in OUT from its last checkpoint.", rich_help_panel=Fit)] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run already in OUT (it is kept until the new one is complete).")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run of OUT from its last checkpoint (kept in OUT.partial).", rich_help_panel=Fit)] = False,
     image_size: Annotated[Optional[int], typer.Option("--image-size", help="Input size in pixels (default: the model's).", rich_help_panel=Fit)] = None,
     train_size: Annotated[Optional[int], typer.Option("--train-size", help="Train on random crops of this size (default: --image-size); smaller is faster and, with random-resized crops, matches object sizes at test (FixRes).", rich_help_panel=Fit)] = None,
     drop_path: Annotated[Optional[float], typer.Option("--drop-path", help="Stochastic depth rate (timm networks).", rich_help_panel=Fit)] = None,
@@ -144,7 +145,7 @@ def train(
         fit_options["use_pixel_cache"] = False
     result = train_api(data, out, mode=mode, model=model, preset=preset, data_options=opts, val_ratio=val_ratio,
                        test_ratio=test_ratio, seed=seed, batch_size=batch_size, workers=workers, runtime=runtime,
-                       use_cache=not no_cache, resume=resume, **fit_options)
+                       use_cache=not no_cache, resume=resume, overwrite=overwrite, **fit_options)
     # empty on the non-zero ranks of a multi-process run; no table when nothing was held out (--val-ratio 0)
     if result.metrics and "per_class" in result.metrics:
         results.print(_metrics_table(result.metrics, f"validation ({result.metrics['counts']['validation']} photos)"))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from wardrobe.data import DataOptions
 from wardrobe.errors import WardrobeError
+from wardrobe.training.runfolder import check_out
 from wardrobe.ui import info
 
 COLUMNS = [("model", "model"), ("accuracy", "accuracy"), ("f1_macro", "macro-F1"), ("f1_weighted", "weighted-F1"),
@@ -20,7 +21,8 @@ QUALITY = ("accuracy", "f1_macro", "f1_weighted", "map_macro")
 
 def compare(data: str | Path, models: list[str], out: str | Path, folds: int | None = None, seed: int = 0,
             data_options: DataOptions | None = None, batch_size: int = 32, workers: int | None = None,
-            runtime: str = "auto", show_progress: bool = True, latency_runs: int = 20, **train_options) -> dict:
+            runtime: str = "auto", show_progress: bool = True, latency_runs: int = 20, overwrite: bool = False,
+            **train_options) -> dict:
     """Train each of ``models`` on DATA with the same options and seed, so they share one split (or,
     with ``folds``, the same stratified folds); write OUT/<model>/ runs and OUT/leaderboard.{md,csv,png}.
 
@@ -38,6 +40,7 @@ def compare(data: str | Path, models: list[str], out: str | Path, folds: int | N
     if len(set(models)) != len(models):
         raise WardrobeError(f"--models {','.join(models)}: a model is named twice")
     out = Path(out)
+    check_out(out, overwrite, what="a comparison")
     opts = data_options or DataOptions()
     rows = []
     for name in models:
@@ -45,7 +48,7 @@ def compare(data: str | Path, models: list[str], out: str | Path, folds: int | N
         run_dir = out / name.replace("/", "_")
         t0 = time.perf_counter()
         common = dict(data_options=DataOptions(**opts.to_dict()), seed=seed, batch_size=batch_size, workers=workers,
-                      runtime=runtime, show_progress=show_progress, model=name, **train_options)
+                      runtime=runtime, show_progress=show_progress, model=name, overwrite=True, **train_options)
         if folds:
             cv = cross_validate(data, run_dir, folds=folds, **common)
             quality = {k: cv["aggregate"][k]["mean"] for k in QUALITY}

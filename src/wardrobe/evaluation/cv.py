@@ -19,6 +19,7 @@ from wardrobe.data import DataOptions, load_dataset
 from wardrobe.errors import WardrobeError
 from wardrobe.evaluation.metrics import compute_metrics
 from wardrobe.evaluation.plots import plot_confusion, write_confusion_csv
+from wardrobe.training.runfolder import check_out, is_secondary_process, partial_dir
 from wardrobe.ui import info, warn
 
 CV_KEYS = ("accuracy", "f1_macro", "f1_weighted", "map_macro")
@@ -123,7 +124,7 @@ def _fold_state(fold_dir: Path, fingerprint: str) -> str:
         return "new"
     if marker.get("state") == "done" and (fold_dir / "metrics.json").is_file():
         return "done"
-    if (fold_dir / "checkpoints" / "last.ckpt").is_file():
+    if (partial_dir(fold_dir) / "checkpoints" / "last.ckpt").is_file():
         return "started"
     return "new"
 
@@ -131,18 +132,21 @@ def _fold_state(fold_dir: Path, fingerprint: str) -> str:
 def cross_validate(data: str | Path, out: str | Path, folds: int = 5, seed: int = 0,
                    data_options: DataOptions | None = None, batch_size: int = 32, workers: int | None = None,
                    runtime: str = "auto", show_progress: bool = True, report: bool = True, resume: bool = False,
-                   **train_options) -> dict:
+                   overwrite: bool = False, **train_options) -> dict:
     """Train one model per fold (any ``wardrobe.train`` option) and write OUT/fold-K/ (model file,
     metrics.json, confusion matrix), OUT/cv.json, cv.csv, cv.md and report.html.
 
     The folds ignore any split column of DATA: every photo is validated on exactly once.
     ``resume``: folds an earlier run of the same CV finished are reused, and a fine-tuning fold it
-    left half done continues from its last checkpoint (a CV of the best recipe takes hours)."""
+    left half done continues from its last checkpoint (a CV of the best recipe takes hours).
+    ``overwrite``: replace an earlier CV in OUT (otherwise refused)."""
     from wardrobe.models.modelfile import resolve_model_path
     from wardrobe.training import train
 
     t0 = time.perf_counter()
     out = Path(out)
+    if not is_secondary_process():
+        check_out(out, overwrite, resume, what="a cross-validation")
     opts = data_options or DataOptions()
     ds = load_dataset(data, DataOptions(**opts.to_dict()))
     if any(r.split == "test" for r in ds.records):
@@ -174,7 +178,7 @@ def cross_validate(data: str | Path, out: str | Path, folds: int = 5, seed: int 
             (fold_dir / FOLD_MARKER).write_text(json.dumps({"state": "started", "fingerprint": fingerprint}))
             result = train(data, fold_dir, data_options=DataOptions(**opts.to_dict()), seed=seed, batch_size=batch_size,
                            workers=workers, runtime=runtime, show_progress=show_progress, splits=assignment,
-                           warn_leakage=False, resume=state == "started", **train_options)
+                           warn_leakage=False, resume=state == "started", overwrite=True, **train_options)
             m = result.metrics
             if not m:  # a non-zero rank of a multi-process run
                 return {}

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import pickle
 import signal
 import time
 import warnings
@@ -107,9 +108,9 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     ckpt_dir = out / "checkpoints"
     epoch_log = EpochLog(out, cfg.overfit_gap, resume=resume)
     module.epoch_log = epoch_log
-    callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_f1_macro" if va else None,
-                                 mode="max", save_last=True, save_top_k=1),
-                 ValTimer(), RankReport(out), *extra_callbacks]
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_f1_macro" if va else None,
+                                 mode="max", save_last=True, save_top_k=1)
+    callbacks = [checkpoint, ValTimer(), RankReport(out), *extra_callbacks]
     if cfg.max_minutes and cfg.scheduler in ("onecycle", "cosine"):
         callbacks.append(FitScheduleToBudget(cfg.max_minutes * 60, steps))
     if cfg.ema:
@@ -136,6 +137,7 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
         last = ckpt_dir / "last.ckpt"
         if not last.is_file():
             raise WardrobeError(f"--resume: no checkpoint to resume from ({last} not found)")
+        read_checkpoint(last)  # one clear line for a foreign or corrupt file, before Lightning reads it
         ckpt_path = str(last)
         info(f"resuming from {last}")
     (out / "config.json").write_text(json.dumps(_config(ds, cfg, pre), indent=2, default=str))
@@ -144,8 +146,9 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
         warnings.filterwarnings("ignore", ".*number of training batches.*")
         warnings.filterwarnings("ignore", ".*LeafSpec.*")
         warnings.filterwarnings("ignore", ".*no `val_dataloader`.*")  # --val-ratio 0, on purpose
+        warnings.filterwarnings("ignore", ".*exists and is not empty.*")  # --resume writes beside its checkpoints
         try:
-            trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt_path)
+            trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt_path, weights_only=True)
         except SystemExit:
             # Lightning exits on Ctrl+C after saving what it can (and ignores SIGINT from then on).
             signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -156,10 +159,10 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     if not trainer.is_global_zero:
         return {}
 
-    best = ckpt_dir / "best.ckpt"
-    if best.is_file():
-        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
-        module.load_state_dict(state)
+    # The checkpoint this run's ModelCheckpoint reports, never a file that merely has the name.
+    best = checkpoint.best_model_path
+    if best:
+        module.load_state_dict(read_checkpoint(Path(best))["state_dict"])
     model = module.model.to("cpu", memory_format=torch.contiguous_format).eval()
     metrics = compute_metrics(y_all[va], _predict(model, val_ds, workers), classes) if va else {}
     plot_curves(epoch_log.rows, out / "curves.png")
@@ -185,11 +188,29 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     seconds = result["timings"]["total_seconds"]
     if va:
         info(f"validation accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['f1_macro']:.4f} "
-             f"(best epoch {best_epoch}); wrote {out / MODEL_FILENAME} ({seconds:.0f} s)")
+             f"(best epoch {best_epoch}, {seconds:.0f} s)")
     else:
         info(f"trained on all {len(tr)} photos (no validation split), kept epoch {best_epoch}; "
-             f"wrote {out / MODEL_FILENAME} ({seconds:.0f} s)")
+             f"({seconds:.0f} s)")
     return result
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A Lightning checkpoint read with ``weights_only=True`` (tensors and plain containers only):
+    a file carrying code is refused, never run; a foreign or damaged one is one line."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" in str(exc):
+            raise WardrobeError(f"{path}: refused: it holds Python objects, not only weights (loading it could "
+                                "run code); it is not a checkpoint wardrobe wrote") from None
+        raise WardrobeError(f"{path}: not a readable checkpoint (corrupt or not a PyTorch file)") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, zipfile errors... on junk
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise WardrobeError(f"{path}: not a readable checkpoint ({reason})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict) or "epoch" not in ckpt:
+        raise WardrobeError(f"{path}: not a wardrobe training checkpoint (no state_dict / epoch)")
+    return ckpt
 
 
 def _config(ds: Dataset, cfg: FitConfig, pre) -> dict:

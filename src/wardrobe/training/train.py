@@ -20,6 +20,7 @@ from wardrobe.training.augment import Augment, resolve_augment
 from wardrobe.training.config import TRAIN_PRESETS, FitConfig, fit_config
 from wardrobe.training.embeddings import extract_embeddings
 from wardrobe.training.finetune import fit_network
+from wardrobe.training.runfolder import RunFolder, check_out, is_secondary_process
 from wardrobe.training.probe import DEFAULT_CS, DEFAULT_HEAD, attach_head, fit_linear_probe, head_features
 from wardrobe.ui import info, warn
 
@@ -40,7 +41,7 @@ def train(data: str | Path, out: str | Path, mode: str | None = None, model: str
           runtime: str = "auto", cs: tuple[float, ...] = DEFAULT_CS, head: str = DEFAULT_HEAD,
           use_cache: bool = True, show_progress: bool = True, resume: bool = False,
           fit: FitConfig | None = None, extra_callbacks=(), splits: Mapping[str, str] | None = None,
-          warn_leakage: bool = True,
+          warn_leakage: bool = True, overwrite: bool = False,
           **options) -> TrainResult:
     """Train a classifier on DATA and write OUT/{model.safetensors, config.json, metrics.json}.
 
@@ -49,6 +50,8 @@ def train(data: str | Path, out: str | Path, mode: str | None = None, model: str
     Other keyword options are data options (see DataOptions) or training options (see FitConfig).
     ``splits``: {photo path: "train" | "validation"} overriding any split column or ratio (how
     cross-validation hands each fold its photos); photos it does not name are left out.
+    ``overwrite``: replace OUT when it already holds a run (otherwise refused). The run is written
+    beside OUT (OUT.partial) and renamed onto it at the end; ``resume`` continues an interrupted one.
     In probe mode ``noise=SIGMA`` hardens the model: the logistic regression also sees embeddings
     of a copy of each training photo with Gaussian pixel noise of that sigma.
     """
@@ -85,6 +88,10 @@ def train(data: str | Path, out: str | Path, mode: str | None = None, model: str
     if mode not in MODES:
         raise WardrobeError(f"--mode {mode}: not available (modes: {', '.join(MODES)})")
     out = Path(out)
+    if mode == "probe" and resume:
+        raise WardrobeError("--resume continues a fine-tuning or scratch run; a probe run has nothing to resume")
+    if not is_secondary_process():  # fail before minutes of data loading, not after
+        check_out(out, overwrite, resume)
     opts = data_options or DataOptions()
     ds = load_dataset(data, opts, **data_overrides)
     if splits is not None:
@@ -113,10 +120,13 @@ def train(data: str | Path, out: str | Path, mode: str | None = None, model: str
     if mode != "probe":
         cfg = fit_config(fit, mode=mode, model=model, batch_size=batch_size if batch_size != 32 else None,
                          workers=workers, seed=seed, **fit_overrides)
-        metrics = fit_network(ds, out, cfg, resume=resume, show_progress=show_progress,
-                              extra_callbacks=extra_callbacks)
-        config = json.loads((out / "config.json").read_text()) if metrics else {}
-        return TrainResult(out, out / MODEL_FILENAME, metrics, config)
+        with RunFolder(out, overwrite, resume) as work:
+            metrics = fit_network(ds, work, cfg, resume=resume, show_progress=show_progress,
+                                  extra_callbacks=extra_callbacks)
+        if not metrics:  # a non-zero rank of a multi-process run: rank 0 writes OUT
+            return TrainResult(out, out / MODEL_FILENAME, metrics, {})
+        info(f"wrote {out / MODEL_FILENAME}")
+        return TrainResult(out, out / MODEL_FILENAME, metrics, json.loads((out / "config.json").read_text()))
     if fit_overrides:
         raise WardrobeError(f"options {', '.join(sorted(fit_overrides))} apply to --mode finetune or scratch, not probe")
     model = model or DEFAULT_BACKBONE
@@ -175,11 +185,12 @@ def train(data: str | Path, out: str | Path, mode: str | None = None, model: str
     meta = {"arch": backbone.arch, "head": head, "backbone": backbone.name, "weights": backbone.weights, "mode": mode,
             "classes": classes, "preprocess": backbone.preprocess.to_dict(), "temperature": 1.0,
             "metrics": {"validation": summary(metrics)}, "train_config": config}
-    out.mkdir(parents=True, exist_ok=True)
-    model_path = save_model(out / MODEL_FILENAME, net, meta)
-    (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
-    result_metrics["timings"]["total_seconds"] = round(time.perf_counter() - t0, 2)
-    (out / "metrics.json").write_text(json.dumps(result_metrics, indent=2))
+    with RunFolder(out, overwrite) as work:
+        save_model(work / MODEL_FILENAME, net, meta)
+        (work / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        result_metrics["timings"]["total_seconds"] = round(time.perf_counter() - t0, 2)
+        (work / "metrics.json").write_text(json.dumps(result_metrics, indent=2))
+    model_path = out / MODEL_FILENAME
     info(f"wrote {model_path} ({result_metrics['timings']['total_seconds']:.1f} s)")
     return TrainResult(out, model_path, result_metrics, config)
 
