@@ -43,7 +43,7 @@ def latency(model: Path, tmp: Path, photo: Path, runs: int, rounds: int = 6) -> 
         clf = load_classifier(onnx)
         pixels = clf.preprocess.pixels(load_image(photo, min_side=clf.preprocess.resize_to))[None]
         for _ in range(20):
-            clf._probs(pixels)
+            clf.probs_from_pixels(pixels)
         exports[name] = (onnx, clf, pixels, [])
     per_round = max(1, runs // rounds)
     for _ in range(rounds):
@@ -51,7 +51,7 @@ def latency(model: Path, tmp: Path, photo: Path, runs: int, rounds: int = 6) -> 
             block = []
             for _ in range(per_round):
                 t0 = time.perf_counter()
-                clf._probs(pixels)
+                clf.probs_from_pixels(pixels)
                 block.append((time.perf_counter() - t0) * 1000)
             times.append(block)
     for name, (onnx, clf, _, blocks) in exports.items():

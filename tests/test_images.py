@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wardrobe.data.images import ImageError, load_image
+from wardrobe.data.images import ImageLimits, ImageError, load_image
 from conftest import shape_image
 
 
@@ -103,5 +103,39 @@ def test_grayscale_and_palette(tmp_path):
 def test_pixel_limit(tmp_path):
     p = tmp_path / "big.png"
     Image.new("L", (300, 300)).save(p)
-    with pytest.raises(ImageError, match="too many pixels"):
-        load_image(p, max_pixels=10_000)
+    with pytest.raises(ImageError, match="300x300 is more than 10,000 pixels"):
+        load_image(p, limits=ImageLimits(max_pixels=10_000))
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "RGBA", "I;16"])
+def test_large_photos_shrink_early_like_a_full_decode(tmp_path, mode):
+    """A large photo is shrunk by a whole factor in its own mode before the RGB conversion; what the
+    model sees after preprocessing matches decoding it at full size."""
+    from PIL import ImageOps
+
+    from wardrobe.transforms import Preprocess
+
+    big = shape_image("circle", 5, size=96).resize((1600, 1200), Image.Resampling.NEAREST)
+    img = big.convert("L").point(lambda v: 65535 if v > 128 else 0, "I").convert("I;16") if mode == "I;16" \
+        else big.convert(mode)
+    p = tmp_path / f"big-{mode.replace(';', '')}.png"
+    img.save(p)
+    pre = Preprocess(input_size=64)
+    small = load_image(p, min_side=pre.resize_to)
+    assert min(small.size) < 1200 // 4 and small.mode == "RGB"  # shrunk before conversion
+    full = load_image(p)  # no min_side: decoded at full size
+    assert full.size == (1600, 1200)
+    diff = (pre.pixels(small).float() - pre.pixels(full).float()).abs().mean()
+    assert diff < 6, diff  # of 255
+
+
+def test_one_set_of_limits_from_the_environment(tmp_path, monkeypatch):
+    strip = tmp_path / "strip.png"
+    Image.new("L", (2000, 20)).save(strip)
+    with pytest.raises(ImageError, match=r"2000x20: aspect ratio above 25:1"):
+        load_image(strip)
+    monkeypatch.setenv("WARDROBE_MAX_ASPECT", "200")
+    assert load_image(strip).size == (2000, 20)
+    monkeypatch.setenv("WARDROBE_MAX_SIDE", "1000")
+    with pytest.raises(ImageError, match="a side is longer than 1000 px"):
+        load_image(strip)

@@ -59,7 +59,8 @@ def _exif_rotated() -> bytes:
 
 
 def fuzz_corpus() -> dict[str, tuple[bytes, set[int], str | None]]:
-    """name -> (bytes, accepted statuses, expected label or error code)."""
+    """name -> (bytes, the photo's own status (200: labelled, else the error's kind), expected label
+    or error code). Every request answers 200: a bad photo's error stands in its place among the results."""
     good = _jpeg(shape_image("triangle", 11))
     alpha = Image.new("RGBA", (96, 96), (0, 0, 0, 0))  # a cut-out: transparent around a red disc
     ImageDraw.Draw(alpha).ellipse([16, 16, 80, 80], fill=(220, 40, 40, 255))
@@ -123,17 +124,18 @@ def test_predict_one_and_several_files_with_top_k(client):
 def test_fuzz_corpus_never_500_and_json_errors(client, name):
     data, statuses, expect = fuzz_corpus()[name]
     r = client.post("/v1/predict", files={"files": (name, data, "application/octet-stream")})
-    assert r.status_code in statuses, (r.status_code, r.text[:300])
-    body = r.json()
-    if r.status_code == 200:
-        res = body["results"][0]
-        assert res["label"] in CLASSES
+    assert r.status_code == 200, (r.status_code, r.text[:300])
+    res = r.json()["results"][0]
+    assert res["filename"] == name
+    if statuses == {200}:
+        assert res["status"] == "ok" and res["label"] in CLASSES
         if expect:
             assert res["label"] == expect
         if name == "exif-rotated.jpg":
             assert (res["width"], res["height"]) == (80, 120)  # orientation applied before labelling
     else:
-        assert body["error"]["code"] == expect and body["error"]["filename"] == name and body["detail"]
+        assert res["status"] == "error" and res["error"]["code"] == expect and res["error"]["message"]
+        assert "label" not in res
     # the server is still up and labelling
     ok = client.post("/v1/predict", files={"files": ("ok.jpg", _jpeg(shape_image("circle", 3)), "image/jpeg")})
     assert ok.status_code == 200 and ok.json()["results"][0]["label"] == "circle"
@@ -154,15 +156,29 @@ def test_request_limits_and_errors_are_json(client, trained_run):
     assert r.status_code == 404 and r.json()["error"]["code"] == "http_404"
     r = client.get("/v1/predict")
     assert r.status_code == 405 and "error" in r.json()
-    # one bad photo among good ones fails the request with that photo's name
+
+
+
+def test_one_bad_photo_does_not_lose_the_others(client):
     mixed = [("files", ("good.jpg", _jpeg(shape_image("circle", 1)), "image/jpeg")),
-             ("files", ("bad.jpg", b"nope", "image/jpeg"))]
+             ("files", ("bad.jpg", b"nope", "image/jpeg")),
+             ("files", ("empty.jpg", b"", "image/jpeg")),
+             ("files", ("good2.jpg", _jpeg(shape_image("triangle", 2)), "image/jpeg"))]
     r = client.post("/v1/predict", files=mixed)
-    assert r.status_code == 415 and r.json()["error"]["filename"] == "bad.jpg"
+    assert r.status_code == 200, r.text
+    res = r.json()["results"]
+    assert [x["filename"] for x in res] == ["good.jpg", "bad.jpg", "empty.jpg", "good2.jpg"]
+    assert [x["status"] for x in res] == ["ok", "error", "error", "ok"]
+    assert [res[0]["label"], res[3]["label"]] == ["circle", "triangle"]
+    assert res[1]["error"]["code"] == "unsupported_media_type" and res[2]["error"]["code"] == "empty_file"
+    # the schema declares both kinds of entry
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    assert {"Prediction", "FileError", "PredictResponse"} <= set(schema)
+    assert schema["FileError"]["properties"]["error"]
 
 
 def test_busy_service_answers_503_not_a_queue_without_end(trained_run):
-    app = create_app(trained_run, max_pending=0, workers=1)
+    app = create_app(trained_run, limits=Limits(max_active_requests=0), workers=1)
     assert app.state.service.limiter.total_tokens == 1
     with TestClient(app) as c:
         r = c.post("/v1/predict", files={"files": ("a.jpg", _jpeg(shape_image("circle", 1)), "image/jpeg")})

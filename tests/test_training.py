@@ -314,10 +314,10 @@ def test_tta_averages_photo_and_mirror(trained_run, shapes_dir):
     files = sorted((shapes_dir / "triangle").glob("*.jpg"))[:3]
     clf = wardrobe.Classifier.load(trained_run, runtime="torch")
     pixels = torch.stack([clf.preprocess.pixels(load_image(f)) for f in files])
-    plain = clf._probs(pixels)
-    mirror = clf._probs(torch.flip(pixels, dims=[3]))
+    plain = clf.probs_from_pixels(pixels)
+    mirror = clf.probs_from_pixels(torch.flip(pixels, dims=[3]))
     clf.tta = True
-    assert np.allclose(clf._probs(pixels), (plain + mirror) / 2, atol=1e-6)
+    assert np.allclose(clf.probs_from_pixels(pixels), (plain + mirror) / 2, atol=1e-6)
     m = wardrobe.evaluate(trained_run, shapes_dir, tta=True, show_progress=False)
     assert m["tta"] is True and m["accuracy"] == 1.0
 

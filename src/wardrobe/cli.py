@@ -194,6 +194,7 @@ def predict(
     fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="csv, jsonl or json (default: from --output's suffix, else csv).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of standard output.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Keep the rows already in --output and label only the photos missing from it.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output file.")] = False,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Label at most N photos not yet done (continue later with --resume).")] = None,
     batch_size: BatchSize = 32,
     workers: Workers = None,
@@ -209,7 +210,7 @@ def predict(
 
     summary = label_photos(model, paths, output, fmt=fmt, top_k=top_k, batch_size=batch_size, workers=workers,
                            resume=resume, runtime=runtime, tta=tta, limit=limit, devices=devices,
-                           strategy=strategy, accelerator=accelerator)
+                           strategy=strategy, accelerator=accelerator, overwrite=overwrite)
     if summary.rank != 0:
         return
     if output:
@@ -246,15 +247,25 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Address to bind; 0.0.0.0 exposes the service to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
     runtime: Runtime = "auto",
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Inference threads (requests beyond wait, up to a bounded queue).")] = 2,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Inference threads (requests beyond wait, up to --max-requests in flight).")] = 2,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.001, help="Largest request body (413 beyond).")] = 20.0,
-    max_pixels: Annotated[int, typer.Option("--max-pixels", min=1, help="Largest photo, width x height (422 beyond).")] = 40_000_000,
+    max_requests: Annotated[int, typer.Option("--max-requests", min=1, help="Requests in flight at once: uploading, waiting or being labelled (503 beyond).")] = 8,
+    upload_timeout: Annotated[float, typer.Option("--upload-timeout", min=0.1, help="Seconds for a request body to arrive (408 beyond).")] = 60.0,
+    max_pixels: Annotated[Optional[int], typer.Option("--max-pixels", min=1, help="Largest photo, width x height (default: $WARDROBE_MAX_PIXELS or 40,000,000).")] = None,
+    max_side: Annotated[Optional[int], typer.Option("--max-side", min=1, help="Longest side in pixels (default: $WARDROBE_MAX_SIDE or 12,000).")] = None,
+    max_aspect: Annotated[Optional[float], typer.Option("--max-aspect", min=1, help="Largest aspect ratio (default: $WARDROBE_MAX_ASPECT or 25).")] = None,
 ):
     """Serve a model over HTTP: POST /v1/predict, GET /v1/model, /healthz, /docs, and a web page at /."""
+    from dataclasses import replace
+
+    from wardrobe.data.images import ImageLimits
     from wardrobe.inference.serve import Limits, serve as serve_api
 
-    limits = Limits(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels)
-    console.print(f"serving {model} on http://{host}:{port}/ (API docs at /docs)")
+    image = ImageLimits.from_env()
+    image = replace(image, **{k: v for k, v in dict(max_pixels=max_pixels, max_side=max_side,
+                                                     max_aspect=max_aspect).items() if v is not None})
+    limits = Limits(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_active_requests=max_requests,
+                    upload_timeout_s=upload_timeout, image=image)
     serve_api(model, host=host, port=port, runtime=runtime, workers=workers, limits=limits)
 
 

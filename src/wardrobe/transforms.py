@@ -64,7 +64,7 @@ class Preprocess:
         return F.pil_to_tensor(img)
 
     def normalize_array(self, batch: np.ndarray) -> np.ndarray:
-        """uint8 NCHW array -> float32 normalised NCHW, in NumPy (see Classifier._probs for why);
+        """uint8 NCHW array -> float32 normalised NCHW, in NumPy (see Classifier.probs_from_pixels for why);
         the same float32 values as normalize(). In place after one copy: each fresh 600 kB
         temporary costs page faults on every call."""
         out = batch.astype(np.float32)

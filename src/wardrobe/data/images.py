@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +18,78 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 
 # A truncated JPEG must fail, not decode into a half-grey photo that silently poisons metrics.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """The one set of size limits every entry point (train, evaluate, predict, audit, serve) checks
+    from a photo's header, before decoding it. Set them with WARDROBE_MAX_PIXELS, WARDROBE_MAX_SIDE and
+    WARDROBE_MAX_ASPECT, or ``wardrobe serve --max-pixels``."""
+
+    max_pixels: int = 40_000_000  # width x height: a 40 MP RGBA photo decodes to 160 MB
+    max_side: int = 12_000
+    # Preprocessing scales the shorter side to ~256 px: a 20000 x 20 strip would become a
+    # 256,000 x 256 intermediate image, so extreme aspect ratios are refused too.
+    max_aspect: float = 25.0
+
+    @classmethod
+    def from_env(cls) -> "ImageLimits":
+        d = cls()
+        try:
+            return cls(int(os.environ.get("WARDROBE_MAX_PIXELS", d.max_pixels)),
+                       int(os.environ.get("WARDROBE_MAX_SIDE", d.max_side)),
+                       float(os.environ.get("WARDROBE_MAX_ASPECT", d.max_aspect)))
+        except ValueError as exc:
+            raise WardrobeError(f"WARDROBE_MAX_PIXELS / _SIDE / _ASPECT: not a number ({exc})") from None
+
+    def check(self, width: int, height: int) -> tuple[str, str] | None:
+        """None when a width x height photo is within the limits, else (code, message)."""
+        if width <= 0 or height <= 0:
+            return "corrupt_image", "image has no pixels"
+        if width * height > self.max_pixels:
+            return "too_many_pixels", f"{width}x{height} is more than {self.max_pixels:,} pixels"
+        if max(width, height) > self.max_side:
+            return "too_many_pixels", f"{width}x{height}: a side is longer than {self.max_side} px"
+        if max(width, height) / min(width, height) > self.max_aspect:
+            return "bad_aspect_ratio", f"{width}x{height}: aspect ratio above {self.max_aspect:g}:1"
+        return None
+
+
+class DecodeBudget:
+    """Bounds the memory of photos being decoded at once, across threads: a decode holds its
+    estimated bytes until it is done (one photo over the whole budget runs alone)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.used = 0
+        self.peak = 0
+        self.total = 0  # bytes ever held: lets a caller tell whether large photos went through
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, nbytes: int):
+        nbytes = min(nbytes, self.max_bytes)
+        with self._cond:
+            while self.used and self.used + nbytes > self.max_bytes:
+                self._cond.wait()
+            self.used += nbytes
+            self.total += nbytes
+            self.peak = max(self.peak, self.used)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.used -= nbytes
+                self._cond.notify_all()
+
+
+def decode_bytes(img: Image.Image) -> int:
+    """Upper bound of the memory decoding ``img`` takes at its current (draft) size: PIL keeps 1 to
+    4 bytes a pixel, and a conversion before the early downscale (1-bit, palette, 16-bit) up to 4 more."""
+    w, h = img.size
+    native = 1 if img.mode in ("1", "L", "P") else 4
+    convert = 4 if img.mode in ("1", "P", "PA") or img.mode.startswith("I;16") else 0
+    return w * h * (native + convert)
 
 
 class ImageError(WardrobeError):
@@ -60,21 +136,54 @@ def decode_failure_reason(exc: OSError, max_chars: int | None = None) -> str:
     return f"cannot decode image ({msg[:max_chars]})"
 
 
-def decode_opened(img: Image.Image, min_side: int | None = None) -> Image.Image:
+# EXIF orientation -> the transposition that shows the photo upright (as ImageOps.exif_transpose).
+_ORIENT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
+
+
+def _shrink_early(img: Image.Image, min_side: int | None) -> Image.Image:
+    """Shrink a large decoded photo by a whole factor in its own mode, before anything copies it at
+    full size, keeping the shorter side at least twice ``min_side`` (as PIL's reducing_gap=2)."""
+    factor = min(img.size) // (2 * min_side) if min_side else 0
+    if factor < 2:
+        return img
+    if img.mode == "1":
+        img = img.convert("L")
+    elif img.mode in ("P", "PA"):  # palette indices cannot be averaged
+        img = img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
+    elif img.mode.startswith("I;16"):
+        img = img.convert("I")
+    return img.reduce(factor)
+
+
+def decode_opened(img: Image.Image, min_side: int | None = None, budget: DecodeBudget | None = None) -> Image.Image:
     """The decode that follows a header's checks, for files and uploads alike: JPEG draft mode
-    (``min_side``: detail a later resize would throw away is never decoded), full load, EXIF
-    orientation, 8-bit RGB."""
+    (``min_side``: detail a later resize would throw away is never decoded), full load, an early
+    whole-factor shrink of large photos, EXIF orientation, 8-bit RGB. ``budget`` bounds the memory
+    of concurrent decodes."""
     if min_side and img.format in ("JPEG", "MPO"):  # MPO: a phone's multi-picture JPEG
         img.draft("RGB", (min_side, min_side))
-    img.load()
-    return _to_rgb(ImageOps.exif_transpose(img))
+    orientation = img.getexif().get(0x0112, 1)
+    with budget.hold(decode_bytes(img)) if budget is not None else _nothing():
+        img.load()
+        img = _shrink_early(img, min_side)
+        if orientation in _ORIENT:
+            img = img.transpose(_ORIENT[orientation])
+        return _to_rgb(img)
 
 
-def load_image(path: str | Path, min_side: int | None = None, max_pixels: int | None = None) -> Image.Image:
-    """Open, fully decode, apply the EXIF orientation and convert to 8-bit RGB.
+@contextmanager
+def _nothing():
+    yield
 
-    ``min_side`` lets JPEG decoding skip detail that a later resize would throw away (PIL's draft
-    mode), keeping the shorter side at least that long.
+
+def load_image(path: str | Path, min_side: int | None = None, limits: ImageLimits | None = None) -> Image.Image:
+    """Open, check the size limits (default ``ImageLimits.from_env()``), fully decode, apply the
+    EXIF orientation and convert to 8-bit RGB.
+
+    ``min_side`` lets decoding skip detail that a later resize would throw away (JPEG draft mode,
+    then a whole-factor shrink), keeping the shorter side at least that long.
     """
     path = Path(path)
     try:
@@ -89,8 +198,8 @@ def load_image(path: str | Path, min_side: int | None = None, max_pixels: int | 
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(path)
-            if max_pixels is not None and img.size[0] * img.size[1] > max_pixels:
-                raise ImageError(path, f"too many pixels ({img.size[0]}x{img.size[1]})")
+            if (bad := (limits or ImageLimits.from_env()).check(*img.size)) is not None:
+                raise ImageError(path, bad[1])
             return decode_opened(img, min_side)
     except ImageError:
         raise

@@ -19,7 +19,8 @@ from wardrobe.data import DataOptions, load_dataset
 from wardrobe.errors import WardrobeError
 from wardrobe.evaluation.metrics import compute_metrics
 from wardrobe.evaluation.plots import plot_confusion, write_confusion_csv
-from wardrobe.training.runfolder import check_out, is_secondary_process, partial_dir
+from wardrobe.files import is_secondary_process
+from wardrobe.training.runfolder import check_out, partial_dir
 from wardrobe.ui import info, warn
 
 CV_KEYS = ("accuracy", "f1_macro", "f1_weighted", "map_macro")

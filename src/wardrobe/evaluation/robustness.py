@@ -85,12 +85,12 @@ def robustness(clf, paths: Sequence[str | Path], y_true: np.ndarray, corruptions
                 ids = idx.numpy()
                 ok[ids] = True
                 x = pixels.to(torch.float32) / 255.0
-                preds["clean"][ids] = clf._probs(x * 255.0).argmax(1)
+                preds["clean"][ids] = clf.probs_from_pixels(x * 255.0).argmax(1)
                 for k, name in enumerate(names):
                     # One generator per (batch, corruption): the same photos get the same noise every run.
                     g = torch.Generator().manual_seed(seed * 1_000_003 + b * 101 + k)
                     xc = CORRUPTIONS[name][0](x, g)
-                    preds[name][ids] = clf._probs(xc * 255.0).argmax(1)
+                    preds[name][ids] = clf.probs_from_pixels(xc * 255.0).argmax(1)
             bar.update(task, advance=len(idx) + len(bad))
     if not ok.any():
         raise ValueError("no photo could be decoded")

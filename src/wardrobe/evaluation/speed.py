@@ -78,8 +78,8 @@ def bench(model, images: Sequence[str | Path] | None = None, runtime: str = "aut
         pixels = [decode(p) for p in paths[:batch_size]]
         batch = torch.stack(pixels)
         for _ in range(warmup):
-            clf._probs(batch[:1])
-            clf._probs(batch)
+            clf.probs_from_pixels(batch[:1])
+            clf.probs_from_pixels(batch)
 
         single_model, single_decode = [], []
         for i in range(single_runs):
@@ -87,7 +87,7 @@ def bench(model, images: Sequence[str | Path] | None = None, runtime: str = "aut
             t0 = time.perf_counter()
             x = decode(p).unsqueeze(0)
             t1 = time.perf_counter()
-            clf._probs(x)
+            clf.probs_from_pixels(x)
             t2 = time.perf_counter()
             single_decode.append(t2 - t0)
             single_model.append(t2 - t1)
@@ -97,7 +97,7 @@ def bench(model, images: Sequence[str | Path] | None = None, runtime: str = "aut
             t0 = time.perf_counter()
             xb = torch.stack([decode(p) for p in paths[:batch_size]])
             t1 = time.perf_counter()
-            clf._probs(xb)
+            clf.probs_from_pixels(xb)
             t2 = time.perf_counter()
             batch_decode.append(t2 - t0)
             batch_model.append(t2 - t1)

@@ -26,6 +26,7 @@ from typing import IO
 import numpy as np
 
 from wardrobe.errors import WardrobeError
+from wardrobe.files import check_output_file
 from wardrobe.ui import info, progress
 
 FORMATS = ("csv", "jsonl", "json")
@@ -177,8 +178,9 @@ def label_photos(model, inputs: list[str | Path], output: str | Path | None = No
                  top_k: int = 3, batch_size: int = 32, workers: int | None = None, resume: bool = False,
                  runtime: str = "auto", tta: bool = False, limit: int | None = None, show_progress: bool = True,
                  devices: int | str | None = None, strategy: str | None = None,
-                 accelerator: str | None = None) -> BatchSummary:
+                 accelerator: str | None = None, overwrite: bool = False) -> BatchSummary:
     """Label the photos named by ``inputs`` (files, folders, globs) into ``output`` (stdout if None).
+    An existing ``output`` is added to with ``resume``, replaced with ``overwrite``, else refused.
 
     ``limit`` labels at most that many new photos (a chunk of a long job; the rest with --resume).
     """
@@ -190,6 +192,8 @@ def label_photos(model, inputs: list[str | Path], output: str | Path | None = No
     fmt = guess_format(out, fmt)
     # The model first: a wrong model file is the error to report, whatever the photos are.
     clf = model if not isinstance(model, (str, Path)) else load_classifier(model, runtime=runtime, tta=tta)
+    if out is not None:
+        check_output_file(out, fmt, overwrite, resume)
     files = [str(p) for p in expand_paths(inputs)]
     if not files:
         raise WardrobeError("no images to label")
@@ -232,7 +236,7 @@ def iter_rows(clf, paths: list[str], top_k: int, batch_size: int = 32,
     for idx, pixels, bad in iter_pixel_batches(paths, clf.preprocess, batch_size, workers):
         rows: dict[int, dict] = {}
         if len(idx):
-            probs = clf._probs(pixels)
+            probs = clf.probs_from_pixels(pixels)
             for j, i in enumerate(idx.tolist()):
                 rows[i] = make_row(paths[i], probs[j], clf.classes, top_k, None)
         for i, reason in bad:

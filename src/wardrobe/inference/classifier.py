@@ -43,7 +43,7 @@ class Classifier:
             self._runner = make_runner(self.model, self.preprocess.input_size, self._key, self._runtime)
         return self._runner
 
-    def _probs(self, pixels: torch.Tensor) -> np.ndarray:
+    def probs_from_pixels(self, pixels: torch.Tensor) -> np.ndarray:
         # NumPy around the runner, not torch: a torch op wakes torch's OpenMP pool, whose threads
         # keep spinning for a while afterwards and take the 2 cores ONNX Runtime is about to use
         # (single-photo latency 17 ms -> 9 ms here, bench/serve_bench.py).
@@ -68,7 +68,7 @@ class Classifier:
             for idx, pixels, bad in iter_pixel_batches(paths, self.preprocess, batch_size, workers):
                 errors.update(dict(bad))
                 if len(idx):
-                    out[idx.numpy()] = self._probs(pixels)
+                    out[idx.numpy()] = self.probs_from_pixels(pixels)
                 bar.update(task, advance=len(idx) + len(bad))
         return out, errors
 
@@ -90,7 +90,7 @@ class Classifier:
         for start in range(0, len(pil), batch_size):
             chunk = pil[start:start + batch_size]
             pixels = torch.stack([self.preprocess.pixels(_rgb(img)) for _, img in chunk])
-            probs[[i for i, _ in chunk]] = self._probs(pixels)
+            probs[[i for i, _ in chunk]] = self.probs_from_pixels(pixels)
         for i, img in enumerate(images):
             name = getattr(img, "filename", None) or ("<image>" if isinstance(img, Image.Image) else str(img))
             if i in errors:

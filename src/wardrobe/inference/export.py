@@ -312,15 +312,21 @@ def read_onnx_meta(path: str | Path) -> dict:
     if "wardrobe.classes" not in props or "wardrobe.preprocess" not in props:
         raise WardrobeError(f"{path}: not exported by wardrobe (no class names or preprocessing in its metadata)")
     try:
-        return {"classes": json.loads(props["wardrobe.classes"]),
+        meta = {"classes": json.loads(props["wardrobe.classes"]),
                 "preprocess": json.loads(props["wardrobe.preprocess"]),
                 "arch": props.get("wardrobe.arch", "unknown"),
                 "temperature": float(json.loads(props.get("wardrobe.temperature", "1.0"))),
                 "metrics": json.loads(props.get("wardrobe.metrics", "{}")),
                 "quantization": props.get("wardrobe.quantization", "none"),
-                "exported_by": props.get("wardrobe.version")}
+                "exported_by": props.get("wardrobe.version"),
+                "format_version": int(props.get("wardrobe.model_format_version", "1"))}
     except (ValueError, TypeError):
         raise WardrobeError(f"{path}: damaged wardrobe metadata in this ONNX file") from None
+    outputs = [d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim] if proto.graph.output else []
+    if not isinstance(meta["classes"], list) or (outputs and outputs[-1] and outputs[-1] != len(meta["classes"])):
+        raise WardrobeError(f"{path}: its class list ({len(meta['classes'])} names) does not match the network's "
+                            f"{outputs[-1] if outputs else '?'} outputs")
+    return meta
 
 
 class OnnxFileRunner:

@@ -1,38 +1,46 @@
 """The HTTP service: ``create_app(model)`` returns a FastAPI app; ``wardrobe serve`` runs it in uvicorn.
 
 Hardening, in the order a request meets it:
-- the request body is read by ``BodyLimit`` up to ``max_upload_bytes`` and refused with 413 past
-  that, before any multipart parsing or temporary file;
-- each upload is opened by PIL restricted to photo formats (no EPS/PDF plug-ins), its header's
-  width x height checked against the pixel, side and aspect-ratio limits *before* decoding (a PNG
-  decompression bomb is refused from its header: 422), then decoded with truncated data an error;
-- decoding and inference run in worker threads bounded by a CapacityLimiter, so the event loop
-  keeps answering /healthz; past ``max_pending`` waiting requests the service answers 503 at once;
-- every error is JSON: ``{"error": {"code", "message", "filename"}, "detail": message}``.
+- ``UploadGuard`` admits at most ``max_active_requests`` requests at a time (uploading, waiting or
+  being labelled; 503 at once beyond), streams each body on with a byte limit (413) and a deadline for
+  the whole body (408), so a client that announces a large body and stops sending is dropped;
+- each photo is opened by PIL restricted to photo formats (no EPS/PDF plug-ins) and its header
+  checked against the one set of image limits (``ImageLimits``) before decoding; it is decoded under a
+  process-wide ``DecodeBudget`` and shrunk at once, one photo after another, and labelled in
+  bounded batches, so decoded pixels are bounded per request and across requests;
+- one bad photo gets an error entry in its place among the results; a 4xx is for a bad request
+  (no files, too many, too large); every error body is JSON.
+
+Memory ceiling: max_active_requests x max_upload_bytes (bodies) + decode_budget_bytes (pixels)
++ the model's inference batch; 8 x 20 MB + 256 MB with the defaults (README, "Serving").
 """
 
 from __future__ import annotations
 
-import io
+import ctypes
+import ctypes.util
 import json
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Annotated, Literal, Union
 
 import anyio
 # At module level: FastAPI resolves the endpoint's annotations (strings, under `from __future__
 # import annotations`) against this module's globals.
-from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 import torch
 from PIL import Image, UnidentifiedImageError
 
 from wardrobe.data import images as _images  # noqa: F401 - sets PIL's LOAD_TRUNCATED_IMAGES = False
-from wardrobe.data.images import decode_failure_reason, decode_opened
+from wardrobe.data.images import DecodeBudget, ImageLimits, decode_failure_reason, decode_opened
 from wardrobe.inference.batch import make_row
 
 # Photo formats only: PIL's other plug-ins (EPS runs Ghostscript, PDF, ICNS...) are attack surface.
@@ -45,12 +53,12 @@ FORMATS = [f for f in ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF") if f 
 class Limits:
     max_upload_bytes: int = 20 * 1024 * 1024   # whole request body
     max_files: int = 32                        # photos per request
-    max_pixels: int = 40_000_000               # width x height from the header, before decoding
-    max_side: int = 12_000
-    # The centre-crop resize scales the shorter side to ~256 px: a 20000 x 20 strip would become a
-    # 256,000 x 256 intermediate image, so extreme aspect ratios are refused too.
-    max_aspect: float = 25.0
+    image: ImageLimits = field(default_factory=ImageLimits.from_env)  # shared with train/predict/audit
     max_top_k: int = 100
+    max_active_requests: int = 8               # uploading, waiting or being labelled; 503 beyond
+    upload_timeout_s: float = 60.0             # the whole body must arrive within this (408)
+    decode_budget_bytes: int = 256 * 1024 * 1024  # decoded pixels across all requests at once
+    batch_size: int = 16                       # photos per inference batch
 
 
 class ApiError(Exception):
@@ -63,27 +71,77 @@ def error_body(code: str, message: str, filename: str | None = None) -> dict:
     return {"error": {"code": code, "message": message, "filename": filename}, "detail": message}
 
 
-def decode_upload(data: bytes, filename: str, limits: Limits, min_side: int | None = None) -> Image.Image:
-    """Bytes of one upload -> 8-bit RGB photo, EXIF orientation applied, or an ApiError."""
-    if not data:
+# -- the response schema (OpenAPI) --------------------------------------------------------------
+class LabelProb(BaseModel):
+    label: str
+    prob: float
+
+
+class Prediction(BaseModel):
+    status: Literal["ok"] = "ok"
+    filename: str
+    label: str
+    prob: float
+    top_k: list[LabelProb]
+    width: int = Field(description="Width of the photo as labelled (EXIF orientation applied).")
+    height: int
+
+
+class FileErrorDetail(BaseModel):
+    code: str = Field(description="empty_file, unsupported_media_type, corrupt_image, too_many_pixels, "
+                                  "bad_aspect_ratio")
+    message: str
+
+
+class FileError(BaseModel):
+    status: Literal["error"] = "error"
+    filename: str
+    error: FileErrorDetail
+
+
+class ModelRef(BaseModel):
+    backbone: str | None
+    runtime: str
+
+
+class PredictResponse(BaseModel):
+    results: list[Annotated[Union[Prediction, FileError], Field(discriminator="status")]] = Field(
+        description="One entry per uploaded file, in order: a prediction or that file's error.")
+    model: ModelRef
+    seconds: float
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    filename: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+    detail: str
+
+
+def _size(file) -> int:
+    file.seek(0, 2)
+    n = file.tell()
+    file.seek(0)
+    return n
+
+
+def decode_upload(file, filename: str, limits: Limits, min_side: int | None = None,
+                  budget: DecodeBudget | None = None) -> Image.Image:
+    """One upload (a binary file object) -> 8-bit RGB photo, EXIF orientation applied, shrunk early
+    towards ``min_side``; or an ApiError whose code and message go into that file's result."""
+    if _size(file) == 0:
         raise ApiError(415, "empty_file", "empty file (0 bytes)", filename)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=FORMATS)
-            w, h = img.size
-            if w <= 0 or h <= 0:
-                raise ApiError(422, "corrupt_image", "image has no pixels", filename)
-            if w * h > limits.max_pixels:
-                raise ApiError(422, "too_many_pixels",
-                               f"{w}x{h} is more than {limits.max_pixels:,} pixels", filename)
-            if max(w, h) > limits.max_side:
-                raise ApiError(422, "too_many_pixels", f"{w}x{h}: a side is longer than {limits.max_side} px",
-                               filename)
-            if max(w, h) / min(w, h) > limits.max_aspect:
-                raise ApiError(422, "bad_aspect_ratio",
-                               f"{w}x{h}: aspect ratio above {limits.max_aspect:g}:1", filename)
-            return decode_opened(img, min_side)
+            img = Image.open(file, formats=FORMATS)
+            if (bad := limits.image.check(*img.size)) is not None:
+                raise ApiError(422, *bad, filename)
+            return decode_opened(img, min_side, budget)
     except ApiError:
         raise
     except UnidentifiedImageError:
@@ -99,82 +157,151 @@ def decode_upload(data: bytes, filename: str, limits: Limits, min_side: int | No
                        filename) from None
 
 
-class BodyLimit:
-    """ASGI middleware: reads a request body up to ``max_bytes`` and answers 413 past it, so nothing
-    downstream (multipart parser, temporary files) ever holds more than the limit."""
+class _BodyRefused(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
 
-    async def _reply(self, send, status: int, code: str, message: str) -> None:
+class Gauge:
+    """Requests in flight: counted by UploadGuard (one event loop, so no lock), shown by /healthz."""
+
+    active = 0
+
+
+class UploadGuard:
+    """ASGI middleware in front of every POST: a cap on requests in flight (503 at once past it),
+    and the body streamed on to the app within a byte limit (413) and a deadline (408). Nothing is
+    buffered here; the multipart parser spools large files to disk."""
+
+    def __init__(self, app, max_bytes: int, max_active: int, timeout_s: float, gauge: "Gauge"):
+        self.app, self.max_bytes, self.max_active, self.timeout_s = app, max_bytes, max_active, timeout_s
+        self.gauge = gauge
+
+    @staticmethod
+    async def _reply(send, status: int, code: str, message: str) -> None:
         body = json.dumps(error_body(code, message)).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close")]
+        if status == 503:
+            headers.append((b"retry-after", b"1"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
+        length = dict(scope.get("headers") or []).get(b"content-length")
         too_big = f"request body larger than {self.max_bytes:,} bytes"
-        if length is not None:
-            if not length.isdigit():
-                return await self._reply(send, 400, "bad_request", "invalid Content-Length")
-            if int(length) > self.max_bytes:
-                return await self._reply(send, 413, "payload_too_large", too_big)
-        chunks, total = [], 0
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
+        if length is not None and not length.isdigit():
+            return await self._reply(send, 400, "bad_request", "invalid Content-Length")
+        if length is not None and int(length) > self.max_bytes:
+            return await self._reply(send, 413, "payload_too_large", too_big)
+        if self.gauge.active >= self.max_active:
+            return await self._reply(send, 503, "busy", "too many requests in progress; retry shortly")
+        self.gauge.active += 1
+        deadline = time.monotonic() + self.timeout_s
+        total, refused, started = 0, None, False
+
+        async def guarded_receive():
+            nonlocal total, refused
+            with anyio.move_on_after(max(0.0, deadline - time.monotonic())) as scope_:
+                msg = await receive()
+            if scope_.cancelled_caught:
+                refused = _BodyRefused(408, "upload_timeout",
+                                       f"request body not received within {self.timeout_s:g} s")
+                raise refused
+            if msg["type"] == "http.request":
+                total += len(msg.get("body", b""))
+                if total > self.max_bytes:
+                    refused = _BodyRefused(413, "payload_too_large", too_big)
+                    raise refused
+            return msg
+
+        async def guarded_send(msg):
+            nonlocal started
+            if refused is not None:  # the app answered a body it could not read: answer for it
+                if msg["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._reply(send, refused.status, refused.code, refused.message)
                 return
-            body = msg.get("body", b"")
-            total += len(body)
-            if total > self.max_bytes:
-                return await self._reply(send, 413, "payload_too_large", too_big)
-            chunks.append(body)
-            if not msg.get("more_body", False):
-                break
-        data, replayed = b"".join(chunks), False
+            started = started or msg["type"] == "http.response.start"
+            await send(msg)
 
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": data, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        try:
+            await self.app(scope, guarded_receive, guarded_send)
+        except _BodyRefused as exc:
+            if not started:
+                await self._reply(send, exc.status, exc.code, exc.message)
+        finally:
+            self.gauge.active -= 1
 
 
 def _runtime_name(runner) -> str:
     return "torch" if type(runner).__name__ == "TorchRunner" else "onnx"
 
 
-class Service:
-    """The model plus its bounded worker pool; shared by every request."""
+def _libc_trim():
+    """glibc's malloc_trim: hands freed heap pages back to the system after a request, so the memory
+    of a burst of large photos is not kept for the life of the server (None elsewhere)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim") if name else None
+    except (OSError, AttributeError):
+        return None
 
-    def __init__(self, clf, limits: Limits, workers: int, max_pending: int, info: dict):
+
+_TRIM = _libc_trim()
+TRIM_AFTER_BYTES = 64 * 1024 * 1024
+
+
+class Service:
+    """The model, its bounded worker pool and decode budget; shared by every request."""
+
+    def __init__(self, clf, limits: Limits, workers: int, info: dict):
         self.clf, self.limits, self.info = clf, limits, info
         self.limiter = anyio.CapacityLimiter(max(1, workers))
-        self.max_pending = max_pending
-        self.pending = 0
+        self.budget = DecodeBudget(limits.decode_budget_bytes)
         self.served = 0
+        self._trimmed_at = 0
 
-    def predict_bytes(self, uploads: list[tuple[str, bytes]], top_k: int) -> list[dict]:
-        """Runs in a worker thread: decode every upload (any bad one fails the request), then one batch."""
+    def release_memory(self) -> None:
+        """Hand freed heap pages back to the system once large photos have gone through (not after
+        every small one: the trim walks the heap)."""
+        if _TRIM is not None and self.budget.total - self._trimmed_at > TRIM_AFTER_BYTES:
+            self._trimmed_at = self.budget.total
+            _TRIM(0)
+
+    def predict_files(self, uploads: list[tuple[str, object]], top_k: int) -> list[dict]:
+        """Runs in a worker thread: each photo decoded and shrunk in turn (its own error entry when
+        it cannot be), labelled in batches of ``limits.batch_size``; results in upload order."""
         pre = self.clf.preprocess
-        photos = [decode_upload(data, name, self.limits, pre.resize_to) for name, data in uploads]
-        pixels = torch.stack([pre.pixels(img) for img in photos])
-        probs = self.clf._probs(pixels)
-        out = []
-        for (name, _), img, p in zip(uploads, photos, probs):
+        results: list[dict] = []
+        pending: list[tuple[int, str, torch.Tensor, tuple[int, int]]] = []
+        for name, file in uploads:
+            try:
+                img = decode_upload(file, name, self.limits, pre.resize_to, self.budget)
+            except ApiError as exc:
+                results.append({"status": "error", "filename": name,
+                                "error": {"code": exc.code, "message": exc.message}})
+                continue
+            pending.append((len(results), name, pre.pixels(img), img.size))
+            results.append({})
+            del img
+            if len(pending) == self.limits.batch_size:
+                self._label(pending, results, top_k)
+        self._label(pending, results, top_k)
+        return results
+
+    def _label(self, pending: list, results: list[dict], top_k: int) -> None:
+        if not pending:
+            return
+        probs = self.clf.probs_from_pixels(torch.stack([t for _, _, t, _ in pending]))
+        for (i, name, _, (w, h)), p in zip(pending, probs):
             row = make_row(name, p, self.clf.classes, top_k, None)
-            out.append({"filename": name, "label": row["label"], "prob": row["prob"],
-                        "top_k": [{"label": l, "prob": q} for l, q in row["top_k"]],
-                        "width": img.width, "height": img.height})
-        return out
+            results[i] = {"status": "ok", "filename": name, "label": row["label"], "prob": row["prob"],
+                          "top_k": [{"label": l, "prob": q} for l, q in row["top_k"]], "width": w, "height": h}
+        pending.clear()
 
 
 def load_service_model(model: str | Path, runtime: str = "auto"):
@@ -187,38 +314,48 @@ def load_service_model(model: str | Path, runtime: str = "auto"):
     return clf, meta
 
 
+def run_name(model: str | Path) -> str:
+    """The name a client sees for a model: its run folder's name, never the server's paths."""
+    p = Path(model)
+    return p.parent.name if p.name == "model.safetensors" and p.parent.name else p.name
+
+
+ERRORS = {s: {"model": ErrorResponse} for s in (400, 408, 413, 422, 503)}
+
+
 def create_app(model, runtime: str = "auto", limits: Limits | None = None, workers: int = 2,
-               max_pending: int = 64, warm_up: bool = True):
+               warm_up: bool = True):
     """A FastAPI app serving MODEL (run folder, model file, exported .onnx, or a loaded Classifier)."""
     import wardrobe
 
     limits = limits or Limits()
     if isinstance(model, (str, Path)):
         clf, meta = load_service_model(model, runtime)
-        source = str(model)
+        source = run_name(model)
     else:
         clf, meta, source = model, dict(model.meta), "<in-memory>"
     if warm_up:  # export / load the runtime now, not on the first request
         size = clf.preprocess.input_size
-        clf._probs(torch.zeros(1, 3, size, size, dtype=torch.uint8))
+        clf.probs_from_pixels(torch.zeros(1, 3, size, size, dtype=torch.uint8))
     info = {"model": source, "classes": list(clf.classes), "backbone": meta.get("arch"),
             "metrics": meta.get("metrics") or {}, "preprocess": meta.get("preprocess"),
             "runtime": _runtime_name(clf.runner),
             "version": {"wardrobe": wardrobe.__version__, "model_format": meta.get("format_version"),
                         "model_created": meta.get("created"), "quantization": meta.get("quantization", "none")},
             "limits": asdict(limits)}
-    service = Service(clf, limits, workers, max_pending, info)
+    service = Service(clf, limits, workers, info)
 
-    app = FastAPI(title="wardrobe", version=wardrobe.__version__,
-                  description="Label clothing photos with a trained wardrobe model.")
+    # The /docs and /redoc pages' scripts and styles come from the installed package, not a CDN.
+    app = FastAPIOffline(title="wardrobe", version=wardrobe.__version__,
+                         description="Label clothing photos with a trained wardrobe model.")
     app.state.service = service
-    app.add_middleware(BodyLimit, max_bytes=limits.max_upload_bytes)
+    gauge = Gauge()
+    app.add_middleware(UploadGuard, max_bytes=limits.max_upload_bytes, max_active=limits.max_active_requests,
+                       timeout_s=limits.upload_timeout_s, gauge=gauge)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
-        headers = {"Retry-After": "1"} if exc.status == 503 else None
-        return JSONResponse(error_body(exc.code, exc.message, exc.filename), status_code=exc.status,
-                            headers=headers)
+        return JSONResponse(error_body(exc.code, exc.message, exc.filename), status_code=exc.status)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -243,13 +380,13 @@ def create_app(model, runtime: str = "auto", limits: Limits | None = None, worke
 
     @app.get("/healthz")
     async def healthz():
-        return {"status": "ok", "pending": service.pending, "served": service.served}
+        return {"status": "ok", "active": gauge.active, "served": service.served}
 
     @app.get("/v1/model")
     async def model_info():
         return service.info
 
-    @app.post("/v1/predict")
+    @app.post("/v1/predict", response_model=PredictResponse, responses=ERRORS)
     async def predict(files: list[UploadFile] = File(..., description="One or several photos."),
                       top_k: int | None = Query(None, ge=1, description="Labels per photo (default 3)."),
                       top_k_form: int | None = Form(None, alias="top_k", ge=1)):
@@ -257,18 +394,15 @@ def create_app(model, runtime: str = "auto", limits: Limits | None = None, worke
         k = max(1, min(k, len(clf.classes), limits.max_top_k))
         if len(files) > limits.max_files:
             raise ApiError(413, "too_many_files", f"{len(files)} files; at most {limits.max_files} per request")
-        if service.pending >= service.max_pending:
-            raise ApiError(503, "busy", "too many requests waiting; retry shortly")
-        service.pending += 1
+        uploads = [(f.filename or f"file{i}", f.file) for i, f in enumerate(files)]
+        t0 = time.perf_counter()
         try:
-            uploads = [(f.filename or f"file{i}", await f.read()) for i, f in enumerate(files)]
-            t0 = time.perf_counter()
-            results = await anyio.to_thread.run_sync(service.predict_bytes, uploads, k, limiter=service.limiter)
-            service.served += len(results)
-            return {"results": results, "model": {"backbone": info["backbone"], "runtime": info["runtime"]},
-                    "seconds": round(time.perf_counter() - t0, 5)}
+            results = await anyio.to_thread.run_sync(service.predict_files, uploads, k, limiter=service.limiter)
         finally:
-            service.pending -= 1
+            service.release_memory()
+        service.served += len(results)
+        return {"results": results, "model": {"backbone": info["backbone"], "runtime": info["runtime"]},
+                "seconds": round(time.perf_counter() - t0, 5)}
 
     return app
 
@@ -277,9 +411,12 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, runtime: str = "auto
           limits: Limits | None = None, log_level: str = "info") -> None:
     import uvicorn
 
-    app = create_app(model, runtime=runtime, limits=limits, workers=workers)
+    from wardrobe.ui import info
+
+    app = create_app(model, runtime=runtime, limits=limits, workers=workers)  # a bad model fails here, first
+    info(f"serving {run_name(model)} on http://{host}:{port}/ (API docs at /docs)")
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5,
                 limit_concurrency=max(64, 4 * workers + 64))
 
 
-__all__ = ["ApiError", "BodyLimit", "Limits", "create_app", "decode_upload", "serve"]
+__all__ = ["ApiError", "Limits", "UploadGuard", "create_app", "decode_upload", "serve"]

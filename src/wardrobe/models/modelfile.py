@@ -90,6 +90,10 @@ def read_meta(path: str | Path) -> dict:
     if meta.get("format") != FORMAT:
         raise WardrobeError(f"{path}: not a wardrobe model file (format {meta.get('format')!r})")
     version = meta.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise WardrobeError(f"{path}: damaged wardrobe model file (format_version {version!r} is not a whole number)")
+    if not isinstance(meta.get("classes"), list) or not all(isinstance(c, str) for c in meta["classes"]):
+        raise WardrobeError(f"{path}: damaged wardrobe model file (its class list is not a list of names)")
     if version != FORMAT_VERSION:
         made_by = (meta.get("versions") or {}).get("wardrobe", "?")
         raise WardrobeError(f"{path}: model file format {version} (made by wardrobe {made_by}) is not supported by "
@@ -103,8 +107,30 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
     meta = read_meta(path)
     model = build_classifier(meta["arch"], len(meta["classes"]), meta.get("head", "linear"))
     state = load_file(str(path))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise WardrobeError(f"{path}: weights do not match architecture {meta['arch']} "
-                            f"({len(missing)} missing, {len(unexpected)} unexpected tensors)")
+    check_weights(path, model, state, meta)
+    model.load_state_dict(state)
     return model.eval(), meta
+
+
+def check_weights(path: Path, model: torch.nn.Module, state: dict, meta: dict) -> None:
+    """One line naming the first tensors that differ when a file's weights do not fit the network
+    its metadata describes (a class list edited apart from the head, another architecture...)."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise WardrobeError(f"{path}: weights do not match architecture {meta['arch']} ({len(missing)} missing, "
+                            f"{len(unexpected)} unexpected tensors, first: {(missing + unexpected)[0]})")
+    for name, t in expected.items():
+        if state[name].shape != t.shape:
+            hint = (f"; its class list has {len(meta['classes'])} classes" if name.startswith(_head_prefixes(model))
+                    else "")
+            raise WardrobeError(f"{path}: weights do not match the model it describes: {name} is "
+                                f"{tuple(state[name].shape)}, expected {tuple(t.shape)}{hint}")
+
+
+def _head_prefixes(model: torch.nn.Module) -> tuple[str, ...]:
+    from wardrobe.models.heads import head_linear
+
+    head = head_linear(model)
+    return tuple(n for n, m in model.named_modules() if m is head and n) or ("classifier", "fc", "head")

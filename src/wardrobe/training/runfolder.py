@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 from wardrobe.errors import WardrobeError
+from wardrobe.files import is_secondary_process
 
 MARKER = ".wardrobe-partial"  # inside a staging folder: wardrobe made it and may delete it
 # The files by which a folder is recognised as a wardrobe run folder.
@@ -21,12 +22,6 @@ RUN_FILES = ("model.safetensors", "config.json", "metrics.json", "checkpoints", 
 
 def partial_dir(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
-
-
-def is_secondary_process() -> bool:
-    """A process Lightning started for DDP rank > 0: it re-runs the command while rank 0 already
-    prepared the staging folder, so it writes there and leaves checks and the final rename to rank 0."""
-    return any(os.environ.get(k, "0") not in ("", "0") for k in ("LOCAL_RANK", "NODE_RANK"))
 
 
 def is_run_folder(path: Path) -> bool:
@@ -65,6 +60,7 @@ class RunFolder:
         self.out = Path(out)
         self.work = partial_dir(self.out)
         self.overwrite, self.resume = overwrite, resume
+        # DDP ranks > 0 write into the staging folder rank 0 prepared; rank 0 alone renames it
         self.secondary = is_secondary_process()
 
     def resumable(self) -> bool:

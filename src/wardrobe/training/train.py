@@ -20,7 +20,8 @@ from wardrobe.training.augment import Augment, resolve_augment
 from wardrobe.training.config import TRAIN_PRESETS, FitConfig, fit_config
 from wardrobe.training.embeddings import extract_embeddings
 from wardrobe.training.finetune import fit_network
-from wardrobe.training.runfolder import RunFolder, check_out, is_secondary_process
+from wardrobe.files import is_secondary_process
+from wardrobe.training.runfolder import RunFolder, check_out
 from wardrobe.training.probe import DEFAULT_CS, DEFAULT_HEAD, attach_head, fit_linear_probe, head_features
 from wardrobe.ui import info, warn
 

@@ -1,0 +1,25 @@
+"""Rules for the files wardrobe writes, shared by every command: nothing a user made is replaced
+without their say-so."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from wardrobe.errors import WardrobeError
+
+
+def is_secondary_process() -> bool:
+    """A process Lightning started for DDP rank > 0: it re-runs the command while rank 0 already
+    checked and prepared the outputs, so it leaves those checks to rank 0."""
+    return any(os.environ.get(k, "0") not in ("", "0") for k in ("LOCAL_RANK", "NODE_RANK"))
+
+
+def check_output_file(path: Path, fmt: str, overwrite: bool = False, resume: bool = False) -> None:
+    """One line for an --output that is a folder, or a non-empty file that neither --resume nor
+    --overwrite allows to touch."""
+    if path.is_dir():
+        raise WardrobeError(f"--output {path}: is a folder; name a file in it, e.g. {path / ('labels.' + fmt)}")
+    if path.is_file() and path.stat().st_size > 0 and not (overwrite or resume) and not is_secondary_process():
+        raise WardrobeError(f"--output {path}: already exists; pass --resume to add the photos missing from it, "
+                            "or --overwrite to replace it")
