@@ -24,9 +24,11 @@ demo: install
 	$(BIN)/wardrobe predict $(RUN) $$($(BIN)/python -c "from wardrobe.data import load_dataset; print(' '.join(str(r.path) for r in load_dataset('clothing-top10').split('validation')[:5]))")
 
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 test-fast: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "not slow"
 
 bench: install

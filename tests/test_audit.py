@@ -22,7 +22,8 @@ import wardrobe
 from conftest import real_data_root, shape_image
 from synthetic_photos import EDITS, edited_copy, varied_photo
 from wardrobe.cli import app
-from wardrobe.data.audit import AuditOptions, audit, leakage_message, scan_file, split_leakage
+from wardrobe.audit import AuditOptions, audit
+from wardrobe.data.fingerprints import leakage_message, scan_file, split_leakage
 from wardrobe.data.cache import file_digest
 from wardrobe.data.sources import Record
 

@@ -23,7 +23,7 @@ P = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.3, 0.5, 0.2],
 
 
 def test_metrics_match_hand_computed_values_with_a_class_never_predicted():
-    from wardrobe.evaluation.metrics import compute_metrics
+    from wardrobe.metrics import compute_metrics
 
     m = compute_metrics(Y, P, ["a", "b", "c"])
     # predictions 0,0,1,1,0,1: three right
@@ -217,7 +217,7 @@ def test_evaluate_with_robustness_calibration_and_report(trained_run, shapes_dir
 
 
 def test_report_gallery_shows_the_most_confident_mistakes(tmp_path, shapes_dir):
-    from wardrobe.evaluation.metrics import compute_metrics
+    from wardrobe.metrics import compute_metrics
     from wardrobe.evaluation.report import confidently_wrong, write_report
 
     assert confidently_wrong(Y, P) == [2, 4, 5]  # all wrong at 0.5: ties keep their order

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wardrobe.evaluation.metrics import compute_metrics
+from wardrobe.metrics import compute_metrics
 
 
 def test_hand_computed_case_with_class_never_predicted():

@@ -6,7 +6,7 @@ from wardrobe.evaluation import evaluate
 from wardrobe.evaluation import bench, compare, cross_validate
 from wardrobe.inference import Classifier, predict
 from wardrobe.training import train
+from wardrobe.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["Classifier", "DataOptions", "WardrobeError", "evaluate", "load_dataset", "predict", "train"]
 __all__ += ["bench", "compare", "cross_validate"]

@@ -449,7 +449,7 @@ def data_audit(
 ):
     """Find what is wrong with labelled photos: missing, unreadable and unlabelled files, odd labels,
     sizes and colour modes, exact and near duplicates across splits, likely label errors."""
-    from wardrobe.data.audit import AuditOptions, audit
+    from wardrobe.audit import AuditOptions, audit
 
     opts = _data_options(image_col, label_col, split_col, images_dir, extension, label_regex, label_map,
                          include, exclude, rename, top_k_classes, min_count, False)

@@ -97,7 +97,7 @@ def normalise_split(value: str, where: str) -> str:
     return SPLIT_ALIASES[key]
 
 
-def _iter_images(root: Path) -> list[Path]:
+def iter_images(root: Path) -> list[Path]:
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -119,7 +119,7 @@ def from_folder(root: str | Path, strict: bool = False) -> Dataset:
     if not class_dirs:
         raise WardrobeError(f"{root}: no class sub-folders (expected {root}/<class>/<photo>.jpg)")
     for d in class_dirs:
-        files = _iter_images(d)
+        files = iter_images(d)
         if not files:
             skipped.add(d, "empty class (no images in folder)")
         records.extend(Record(p, d.name) for p in files)
@@ -129,7 +129,7 @@ def from_folder(root: str | Path, strict: bool = False) -> Dataset:
     return Dataset(records, root.name, skipped, {"type": "folder", "root": str(root)})
 
 
-def _read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+def read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -165,7 +165,7 @@ def from_manifest(
     """
     manifest = Path(manifest)
     images_dir = Path(images_dir) if images_dir else manifest.parent
-    columns, rows = _read_table(manifest)
+    columns, rows = read_table(manifest)
     for role, col in (("image", image_col), ("label", label_col), ("split", split_col)):
         if col and col not in columns:
             raise WardrobeError(
@@ -184,7 +184,7 @@ def from_manifest(
         if not ref:
             skipped.add(where, "no image in row")
             continue
-        path = _resolve_image(images_dir, ref, extension, existing)
+        path = resolve_image(images_dir, ref, extension, existing)
         if path is None:
             skipped.add(f"{where} ({ref})", "missing file")
             continue
@@ -199,7 +199,7 @@ def from_manifest(
                     "extension": extension})
 
 
-def _resolve_image(images_dir: Path, ref: str, extension: str | None, names_in_dir: set[str]) -> Path | None:
+def resolve_image(images_dir: Path, ref: str, extension: str | None, names_in_dir: set[str]) -> Path | None:
     rel = Path(ref)
     candidates = [ref + extension] if extension else [ref] + ([ref + e for e in IMAGE_EXTENSIONS] if not rel.suffix else [])
     for c in candidates:
@@ -229,7 +229,7 @@ def from_regex(root: str | Path, pattern: str, label_map: dict[str, str] | None 
         raise WardrobeError(f"label pattern '{pattern}': needs a named group (?P<label>...)")
     skipped = SkipReport(strict=strict)
     records: list[Record] = []
-    for p in _iter_images(root):
+    for p in iter_images(root):
         m = rx.search(p.name)
         if not m or not m.group("label"):
             skipped.add(p, "no label (file name does not match pattern)")

@@ -4,7 +4,7 @@ from wardrobe.evaluation.calibration import expected_calibration_error, fit_temp
 from wardrobe.evaluation.compare import compare
 from wardrobe.evaluation.cv import cross_validate, make_folds
 from wardrobe.evaluation.evaluate import evaluate
-from wardrobe.evaluation.metrics import compute_metrics
+from wardrobe.metrics import compute_metrics
 from wardrobe.evaluation.robustness import CORRUPTIONS, robustness
 from wardrobe.evaluation.speed import bench
 

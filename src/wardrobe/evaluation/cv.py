@@ -17,7 +17,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from wardrobe.data import DataOptions, load_dataset
 from wardrobe.errors import WardrobeError
-from wardrobe.evaluation.metrics import compute_metrics
+from wardrobe.metrics import compute_metrics
 from wardrobe.evaluation.plots import plot_confusion, write_confusion_csv
 from wardrobe.files import is_secondary_process
 from wardrobe.training.runfolder import check_out, partial_dir
@@ -85,7 +85,7 @@ def _warn_fold_leakage(records, splits, workers, show_progress) -> None:
     """One line for the whole CV: duplicates whose twins land in another fold inflate every fold."""
     from dataclasses import replace
 
-    from wardrobe.data.audit import split_leakage
+    from wardrobe.data.fingerprints import split_leakage
 
     exact = near = 0
     for _, va in splits:

@@ -12,7 +12,7 @@ import numpy as np
 from wardrobe.data import DataOptions, assign_splits, load_dataset
 from wardrobe.data.sources import Dataset
 from wardrobe.errors import WardrobeError
-from wardrobe.evaluation.metrics import compute_metrics
+from wardrobe.metrics import compute_metrics
 from wardrobe.evaluation.calibration import (calibration_summary, expected_calibration_error, fit_temperature, nll,
                                              plot_reliability, reliability_bins, softmax, store_temperature)
 from wardrobe.evaluation.plots import plot_confusion, write_confusion_csv

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from wardrobe.data.images import is_image_file
-from wardrobe.data.sources import _iter_images
+from wardrobe.data.sources import iter_images
 from wardrobe.errors import WardrobeError
 from wardrobe.inference.classifier import Classifier
 
@@ -22,7 +22,7 @@ def expand_paths(inputs: list[str | Path]) -> list[Path]:
         text = str(item)
         p = Path(text).expanduser()
         if p.is_dir():
-            out.extend(_iter_images(p))
+            out.extend(iter_images(p))
         elif p.is_file():
             out.append(p)
         elif any(ch in text for ch in "*?["):
@@ -30,7 +30,7 @@ def expand_paths(inputs: list[str | Path]) -> list[Path]:
             files = [m for m in matches if m.is_file() and is_image_file(m)]
             for m in matches:
                 if m.is_dir():
-                    files.extend(_iter_images(m))
+                    files.extend(iter_images(m))
             if not files:
                 raise WardrobeError(f"{text}: pattern matches no image")
             out.extend(files)

@@ -42,6 +42,7 @@ from PIL import Image, UnidentifiedImageError
 from wardrobe.data import images as _images  # noqa: F401 - sets PIL's LOAD_TRUNCATED_IMAGES = False
 from wardrobe.data.images import DecodeBudget, ImageLimits, decode_failure_reason, decode_opened
 from wardrobe.inference.batch import make_row
+from wardrobe.version import __version__
 
 # Photo formats only: PIL's other plug-ins (EPS runs Ghostscript, PDF, ICNS...) are attack surface.
 # Image.init() registers every plug-in first: open(formats=...) looks each name up in Image.OPEN.
@@ -326,8 +327,6 @@ ERRORS = {s: {"model": ErrorResponse} for s in (400, 408, 413, 422, 503)}
 def create_app(model, runtime: str = "auto", limits: Limits | None = None, workers: int = 2,
                warm_up: bool = True):
     """A FastAPI app serving MODEL (run folder, model file, exported .onnx, or a loaded Classifier)."""
-    import wardrobe
-
     limits = limits or Limits()
     if isinstance(model, (str, Path)):
         clf, meta = load_service_model(model, runtime)
@@ -340,13 +339,13 @@ def create_app(model, runtime: str = "auto", limits: Limits | None = None, worke
     info = {"model": source, "classes": list(clf.classes), "backbone": meta.get("arch"),
             "metrics": meta.get("metrics") or {}, "preprocess": meta.get("preprocess"),
             "runtime": _runtime_name(clf.runner),
-            "version": {"wardrobe": wardrobe.__version__, "model_format": meta.get("format_version"),
+            "version": {"wardrobe": __version__, "model_format": meta.get("format_version"),
                         "model_created": meta.get("created"), "quantization": meta.get("quantization", "none")},
             "limits": asdict(limits)}
     service = Service(clf, limits, workers, info)
 
     # The /docs and /redoc pages' scripts and styles come from the installed package, not a CDN.
-    app = FastAPIOffline(title="wardrobe", version=wardrobe.__version__,
+    app = FastAPIOffline(title="wardrobe", version=__version__,
                          description="Label clothing photos with a trained wardrobe model.")
     app.state.service = service
     gauge = Gauge()

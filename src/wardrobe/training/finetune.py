@@ -18,7 +18,7 @@ import torch
 from wardrobe.data.pixelcache import CachedPhotos, PixelCache, digests_for
 from wardrobe.data.sources import Dataset
 from wardrobe.errors import WardrobeError
-from wardrobe.evaluation.metrics import compute_metrics, summary
+from wardrobe.metrics import compute_metrics, summary
 from wardrobe.models.heads import set_head
 from wardrobe.models.modelfile import MODEL_FILENAME, save_model
 from wardrobe.models.registry import SCRATCH_MODELS, create_backbone

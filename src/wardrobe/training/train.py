@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from wardrobe.data import DataOptions, Dataset, assign_splits, load_dataset
-from wardrobe.data.audit import leakage_message, split_leakage
+from wardrobe.data.fingerprints import leakage_message, split_leakage
 from wardrobe.errors import WardrobeError
-from wardrobe.evaluation.metrics import compute_metrics, summary
+from wardrobe.metrics import compute_metrics, summary
 from wardrobe.models.modelfile import MODEL_FILENAME, save_model
 from wardrobe.models.registry import DEFAULT_BACKBONE, create_backbone
 from wardrobe.training.augment import Augment, resolve_augment

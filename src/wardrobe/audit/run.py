@@ -1,235 +1,44 @@
-"""Dataset audit: what is wrong with a set of labelled photos, found before it ruins the metrics.
-
-Photos are streamed through a few worker processes; each comes back as a small record (sizes,
-mode, content digest, 64-bit perceptual hash, an 8x8 thumbnail), never its pixels, so memory grows
-by well under a kilobyte per photo however large the catalogue.
-"""
+"""``wardrobe data audit``: what is wrong with a set of labelled photos, found before it ruins the
+metrics: source problems, unreadable files, sizes and modes, exact and near duplicates (also across
+splits), placeholder labels, class balance and, with embeddings, likely label errors."""
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import re
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from multiprocessing import get_context
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from wardrobe.audit.clean import write_clean_manifest
 from wardrobe.data import DataOptions, load_dataset
-from wardrobe.data.cache import EmbeddingCache, unreadable_reason
-from wardrobe.data.hashing import (HASH_KIND, PHASH_THRESHOLD, STRICT_PHASH_THRESHOLD, STRICT_THUMB_SIMILARITY,
-                                   THUMB_SIDE, THUMB_SIMILARITY, bytes_digest, groups_from_pairs, hash_file,
-                                   near_pairs)
-from wardrobe.data.images import ImageError
+from wardrobe.data.fingerprints import THUMB_BYTES, hash_cache, iter_scan, remember
+from wardrobe.data.hashing import (
+    PHASH_THRESHOLD,
+    THUMB_SIMILARITY,
+    groups_from_pairs,
+    near_pairs,
+)
 from wardrobe.data.presets import PRESETS
-from wardrobe.data.sources import Dataset, Record, _iter_images, _read_table, _resolve_image
-from wardrobe.errors import WardrobeError
-from wardrobe.ui import info, progress
+from wardrobe.data.sources import (
+    Dataset,
+    Record,
+    iter_images,
+    read_table,
+    resolve_image,
+)
+from wardrobe.ui import info
 
-THUMB_BYTES = THUMB_SIDE * THUMB_SIDE * 3
 GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
-ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 # Labels that mean "nobody knew": seed 002 found exactly these in the clothing data.
 PLACEHOLDER_LABELS = {"not sure", "notsure", "unsure", "other", "others", "skip", "unknown", "none", "n/a", "na",
                       "?", "misc", "todo", "tbd", "-", "null"}
 
 
-# --------------------------------------------------------------------------- scanning one photo
-
-def scan_file(path: str) -> dict:
-    """A small record of one photo: header facts, content digest and fingerprints, or the reason it
-    cannot be used (the same reasons training gives, from ``wardrobe.data.images``)."""
-    rec: dict = {"path": path}
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        rec["error"] = "missing file"
-        return rec
-    except OSError as exc:
-        rec["error"] = f"cannot read file ({exc.strerror})"
-        return rec
-    rec["bytes"] = len(data)
-    rec["digest"] = bytes_digest(data)
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            rec.update(format=im.format, mode=im.mode, width=im.size[0], height=im.size[1])
-            orientation = im.getexif().get(0x0112)
-            if orientation not in (None, 1):
-                rec["orientation"] = int(orientation)
-            if im.mode in ALPHA_MODES or (im.mode == "P" and "transparency" in im.info):
-                rec["alpha"] = True
-            if im.mode in ("RGB", "RGBA") and im.format == "PNG" and im.info.get("bits") == 16:
-                rec["sixteen_bit"] = True
-    except Exception:  # noqa: BLE001 - the decoder below names the problem
-        pass
-    del data
-    try:
-        phash, _, thumb = hash_file(path)
-    except ImageError as exc:
-        rec["error"] = exc.reason
-        return rec
-    rec["phash"] = phash
-    rec["thumb"] = thumb.tobytes()
-    return rec
-
-
-def default_workers() -> int:
-    # Same rule as the DataLoader's (wardrobe.data.loader), without importing torch for it.
-    return max(1, min(4, os.cpu_count() or 1))
-
-
-def iter_scan(paths: Sequence[str], workers: int | None = None, show_progress: bool = True,
-              description: str = "audit") -> Iterator[dict]:
-    """``scan_file`` over ``paths`` in order, in ``workers`` processes (0: in this one), with a progress bar."""
-    workers = default_workers() if workers is None else workers
-    t0 = time.perf_counter()
-    with progress(show_progress) as bar:
-        task = bar.add_task(description, total=len(paths), rate="")
-        if workers and len(paths) > 64:
-            # fork: the workers share the parent's imported modules instead of importing them again.
-            with get_context("fork").Pool(workers) as pool:
-                for k, rec in enumerate(pool.imap(scan_file, [str(p) for p in paths], chunksize=16), 1):
-                    yield rec
-                    if k % 64 == 0 or k == len(paths):
-                        bar.update(task, completed=k, rate=f"{k / max(time.perf_counter() - t0, 1e-9):.0f} photos/s")
-        else:
-            for k, p in enumerate(paths, 1):
-                yield scan_file(str(p))
-                bar.update(task, completed=k, rate=f"{k / max(time.perf_counter() - t0, 1e-9):.0f} photos/s")
-
-
-# --------------------------------------------------------------------------- fingerprints, cached
-
-def _hash_cache() -> EmbeddingCache:
-    return EmbeddingCache({"kind": HASH_KIND, "thumb_side": THUMB_SIDE})
-
-
-def _to_vector(phash: int, thumb: bytes) -> np.ndarray:
-    # Stored as float32 in the shared content-keyed cache; bytes 0-255 are exact in float32.
-    return np.frombuffer(int(phash).to_bytes(8, "big") + thumb, dtype=np.uint8).astype(np.float32)
-
-
-def _from_vector(v: np.ndarray) -> tuple[int, bytes]:
-    b = v.astype(np.uint8).tobytes()
-    return int.from_bytes(b[:8], "big"), b[8:]
-
-
-@dataclass
-class Fingerprints:
-    """Per path: content digest (None: unreadable), pHash and thumbnail (None: not decodable)."""
-
-    digests: list[str | None]
-    phashes: list[int | None]
-    thumbs: np.ndarray  # [N, THUMB_BYTES] uint8, zeros where there is no thumbnail
-    errors: dict[int, str] = field(default_factory=dict)
-
-
-def fingerprints(paths: Sequence[str | Path], workers: int | None = None, show_progress: bool = False) -> Fingerprints:
-    """Digest and perceptual fingerprints of many photos, reusing the on-disk cache keyed by content,
-    so a second call costs one read of each file."""
-    from wardrobe.data.cache import file_digest
-
-    cache = _hash_cache()
-    n = len(paths)
-    digests = [file_digest(p) for p in paths]
-    phashes: list[int | None] = [None] * n
-    thumbs = np.zeros((n, THUMB_BYTES), dtype=np.uint8)
-    errors: dict[int, str] = {}
-    todo = []
-    for i, d in enumerate(digests):
-        if d is None:
-            errors[i] = unreadable_reason(paths[i])
-        elif d in cache.feats:
-            ph, th = _from_vector(cache.feats[d])
-            phashes[i] = ph
-            thumbs[i] = np.frombuffer(th, dtype=np.uint8)
-        elif d in cache.bad:
-            errors[i] = cache.bad[d]
-        else:
-            todo.append(i)
-    if todo:
-        for i, rec in zip(todo, iter_scan([str(paths[i]) for i in todo], workers, show_progress, "fingerprints")):
-            _remember(cache, rec)
-            if "phash" in rec:
-                phashes[i] = rec["phash"]
-                thumbs[i] = np.frombuffer(rec["thumb"], dtype=np.uint8)
-            else:
-                errors[i] = rec.get("error", "cannot decode image")
-        cache.flush()
-    return Fingerprints(digests, phashes, thumbs, errors)
-
-
-def _remember(cache: EmbeddingCache, rec: dict) -> None:
-    d = rec.get("digest")
-    if d is None:
-        return
-    if "phash" in rec:
-        cache.put(d, _to_vector(rec["phash"], rec["thumb"]))
-    elif rec.get("error"):
-        cache.put_bad(d, rec["error"])
-
-
-# --------------------------------------------------------------------------- leakage across splits
-
-def split_leakage(records: Sequence[Record], workers: int | None = None, show_progress: bool = False,
-                  phash_threshold: int = STRICT_PHASH_THRESHOLD,
-                  min_similarity: float = STRICT_THUMB_SIMILARITY) -> dict:
-    """Photos in train that are exact or near duplicates of photos in validation/test.
-
-    Returns counts and the pairs: ``exact`` (identical bytes) and ``near`` (perceptual match under the
-    strict rule, right 99.6% of the time on real clothing photos, bench/near_duplicates.py --real).
-    Cheap on a second call: fingerprints are cached by content digest.
-    """
-    recs = [r for r in records if r.split]
-    fp = fingerprints([r.path for r in recs], workers, show_progress)
-    is_train = np.array([r.split == "train" for r in recs])
-    exact: list[tuple[int, int]] = []
-    by_digest: dict[str, list[int]] = defaultdict(list)
-    for i, d in enumerate(fp.digests):
-        if d is not None:
-            by_digest[d].append(i)
-    for members in by_digest.values():
-        tr = [i for i in members if is_train[i]]
-        ev = [i for i in members if not is_train[i]]
-        exact.extend((a, b) for a in tr for b in ev)
-    ok = [i for i, ph in enumerate(fp.phashes) if ph is not None]
-    near = []
-    if ok:
-        pairs = near_pairs([fp.phashes[i] for i in ok], fp.thumbs[ok], phash_threshold, min_similarity)
-        for a, b in pairs:
-            i, j = ok[a], ok[b]
-            if is_train[i] != is_train[j] and fp.digests[i] != fp.digests[j]:
-                near.append((i, j) if is_train[i] else (j, i))
-    eval_exact = {b for _, b in exact}
-    eval_near = {b for _, b in near}
-    return {
-        "exact_pairs": len(exact), "near_pairs": len(near),
-        "eval_photos_with_exact_twin_in_train": len(eval_exact),
-        "eval_photos_with_near_twin_in_train": len(eval_near - eval_exact),
-        "exact": [(str(recs[a].path), str(recs[b].path)) for a, b in exact],
-        "near": [(str(recs[a].path), str(recs[b].path)) for a, b in near],
-    }
-
-
-def leakage_message(report: dict) -> str | None:
-    """One line for ``train`` and ``cv``, or None when nothing crosses the split."""
-    if not report["exact_pairs"] and not report["near_pairs"]:
-        return None
-    return (f"duplicates cross the split: {report['eval_photos_with_exact_twin_in_train']} validation/test photos "
-            f"have an identical photo in train ({report['exact_pairs']} pairs), "
-            f"{report['eval_photos_with_near_twin_in_train']} more a near duplicate ({report['near_pairs']} pairs); "
-            "metrics will read high - run 'wardrobe data audit' to see them")
-
-
-# --------------------------------------------------------------------------- the audit
 
 @dataclass
 class AuditOptions:
@@ -273,7 +82,7 @@ def _source_findings(ds: Dataset, opts: DataOptions) -> dict:
     desc = ds.description
     if desc.get("type") == "manifest":
         manifest, images_dir = Path(desc["manifest"]), Path(desc["images_dir"])
-        _, rows = _read_table(manifest)
+        _, rows = read_table(manifest)
         names = {p.name for p in images_dir.iterdir()}
         extension = desc.get("extension", opts.extension)
         if extension is None and desc.get("preset") in PRESETS:
@@ -286,11 +95,11 @@ def _source_findings(ds: Dataset, opts: DataOptions) -> dict:
                 all_labels[label] += 1
                 rows_by_label[label].append({"manifest": manifest.name, "row": n, "image": ref})
             if ref:
-                p = _resolve_image(images_dir, ref, extension, names)
+                p = resolve_image(images_dir, ref, extension, names)
                 if p is not None:
                     referenced.add(os.path.normpath(p))
         manifest_resolved = os.path.normpath(manifest)
-        for p in _iter_images(images_dir):
+        for p in iter_images(images_dir):
             if os.path.normpath(p) not in referenced and os.path.normpath(p) != manifest_resolved:
                 unlabelled.append({"path": str(p), "reason": "no row in the manifest"})
     else:
@@ -362,14 +171,14 @@ def audit(data: str | Path, out: str | Path, options: AuditOptions | None = None
         rows_by_path[os.path.normpath(r.path)].append(r)
     paths = list(rows_by_path)
     info(f"{ds.name}: auditing {len(ds.records)} labelled photos ({len(paths)} files)")
-    cache = _hash_cache()
+    cache = hash_cache()
     thumbs = np.zeros((len(paths), THUMB_BYTES), dtype=np.uint8)
     phashes: list[int | None] = [None] * len(paths)
     digests: list[str | None] = [None] * len(paths)
     unreadable, modes, orientation, sizes = [], Counter(), [], []
     colour = {"grayscale": [], "cmyk": [], "alpha": [], "sixteen_bit": [], "palette": []}
     for i, rec in enumerate(iter_scan(paths, o.workers, o.show_progress)):
-        _remember(cache, rec)
+        remember(cache, rec)
         digests[i] = rec.get("digest")
         first = rows_by_path[paths[i]][0]
         if "mode" in rec:
@@ -445,14 +254,14 @@ def audit(data: str | Path, out: str | Path, options: AuditOptions | None = None
                                                               f"thumbnail similarity >= {o.thumb_similarity}"}),
     }
     if o.embeddings:
-        from wardrobe.evaluation.label_errors import embedding_findings
+        from wardrobe.audit.label_errors import embedding_findings
 
         readable = [i for i in range(len(paths)) if phashes[i] is not None]
         result.update(embedding_findings([rows_by_path[paths[i]][0] for i in readable], o))
     result["summary"] = _counts_summary(result)
     result["seconds"] = round(time.perf_counter() - t0, 2)
 
-    from wardrobe.evaluation.audit_report import plot_class_histogram, write_html
+    from wardrobe.audit.report import plot_class_histogram, write_html
 
     plot_class_histogram(class_counts, out / "class_histogram.png", ds.name)
     if write_clean is not None:
@@ -522,57 +331,3 @@ def _counts_summary(r: dict) -> dict:
 
 # --------------------------------------------------------------------------- cleaned manifest
 
-def write_clean_manifest(ds: Dataset, result: dict, path: Path, drop_label_errors: float | None = None) -> dict:
-    """A manifest of the photos worth training on. Reads the audit, writes one CSV, touches no photo.
-
-    Drops unreadable photos (missing ones are not in the dataset to begin with), keeps one photo per
-    exact-duplicate group (a train one when the group spans splits; a group whose labels disagree
-    keeps its majority label's photo, or none on a tie), and with ``drop_label_errors`` P drops the
-    suspected label errors whose cross-validated probability of their own label is below P.
-    """
-    drop: dict[str, str] = {}
-    for u in result["unreadable"]:
-        drop[u["path"]] = f"unreadable ({u['reason']})"
-    for g in result["exact_duplicates"]["groups"]:
-        members = g["members"]
-        votes = Counter(m["label"] for m in members).most_common()
-        if len(votes) > 1 and votes[0][1] == votes[1][1]:
-            for m in members:
-                drop.setdefault(m["path"], "exact duplicate with conflicting labels")
-            continue
-        keep_label = votes[0][0]
-        candidates = [m for m in members if m["label"] == keep_label]
-        keep = min(candidates, key=lambda m: (m["split"] not in (None, "train"), m["path"]))
-        for m in members:
-            if m is not keep:
-                drop.setdefault(m["path"], f"exact duplicate of {keep['path']}")
-    if drop_label_errors is not None:
-        if "label_errors" not in result:
-            raise WardrobeError("--drop-label-errors needs --embeddings (label errors come from backbone embeddings)")
-        for s in result["label_errors"]["suspects"]:
-            if s["prob_given"] < drop_label_errors:
-                drop.setdefault(s["path"], f"suspected label error (p={s['prob_given']:.3f})")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    base = path.parent.resolve()
-    with_split = ds.has_splits
-    seen: set[str] = set()
-    kept = 0
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["image", "label", "split"] if with_split else ["image", "label"])
-        for r in ds.records:
-            p = str(r.path)
-            key = os.path.normpath(p)
-            if p in drop or key in drop or key in seen:
-                continue
-            seen.add(key)
-            absolute = Path(p).resolve()
-            try:
-                ref = str(absolute.relative_to(base))
-            except ValueError:
-                ref = str(absolute)  # outside the manifest's folder: an absolute path still resolves
-            w.writerow([ref, r.label, r.split] if with_split else [ref, r.label])
-            kept += 1
-    info(f"wrote {path}: {kept} photos kept, {len(drop)} dropped (no photo was moved or changed)")
-    return {"path": str(path), "kept": kept, "dropped": [{"path": p, "why": why} for p, why in sorted(drop.items())]}
