@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
+import click
 import typer
 from rich.table import Table
 
@@ -40,7 +42,9 @@ Tta = Annotated[bool, typer.Option("--tta", help="Test-time augmentation: averag
 
 def _data_options(image_col, label_col, split_col, images_dir, extension, label_regex, label_map, include,
                   exclude, rename, top_k_classes, min_count, strict):
-    from wardrobe.data import DataOptions
+    from wardrobe.data import (
+        DataOptions,  # heavy: the API pulls in torch; imported per command so `wardrobe --help` stays fast
+    )
 
     return DataOptions(image_col=image_col, label_col=label_col, split_col=split_col,
                        images_dir=str(images_dir) if images_dir else None, extension=extension,
@@ -122,7 +126,9 @@ def train(
     top_k_classes: TopK = None, min_count: MinCount = None, strict: Strict = False,
 ):
     """Train a classifier on labelled photos; writes OUT/model.safetensors, config.json, metrics.json."""
-    from wardrobe.training import train as train_api
+    from wardrobe.training import (
+        train as train_api,  # heavy: the API pulls in torch; imported per command so `wardrobe --help` stays fast
+    )
 
     opts = _data_options(image_col, label_col, split_col, images_dir, extension, label_regex, label_map,
                          include, exclude, rename, top_k_classes, min_count, strict)
@@ -171,7 +177,9 @@ def evaluate(
 ):
     """Measure a model on labelled photos: accuracy, F1, mAP, per-class metrics, confusion matrix,
     calibration (ECE); with --out also a reliability diagram and report.html."""
-    from wardrobe.evaluation import evaluate as evaluate_api
+    from wardrobe.evaluation import (
+        evaluate as evaluate_api,  # heavy: the API pulls in torch; imported per command so `wardrobe --help` stays fast
+    )
 
     opts = _data_options(image_col, label_col, split_col, images_dir, extension, label_regex, label_map,
                          include, exclude, rename, top_k_classes, min_count, strict)
@@ -179,7 +187,10 @@ def evaluate(
                           workers=workers, runtime=runtime, tta=tta, robustness=robustness, calibrate=calibrate,
                           report=not no_report)
     results.print(_metrics_table(result, f"{data} ({result['split']}, {result['n_images']} photos)"))
-    from wardrobe.evaluation.tables import calibration_line, robustness_table
+    from wardrobe.evaluation.tables import (  # heavy: the API pulls in torch; imported per command so `wardrobe --help` stays fast
+        calibration_line,
+        robustness_table,
+    )
 
     results.print(calibration_line(result))
     if "robustness" in result:
@@ -206,7 +217,9 @@ def predict(
 ):
     """Label photos with a trained model (run folder, model file or exported .onnx); rows are written
     batch by batch, one per photo, with an error column for unreadable ones."""
-    from wardrobe.inference.batch import label_photos
+    from wardrobe.inference.batch import (
+        label_photos,  # heavy: the API pulls in torch; imported per command so `wardrobe --help` stays fast
+    )
 
     summary = label_photos(model, paths, output, fmt=fmt, top_k=top_k, batch_size=batch_size, workers=workers,
                            resume=resume, runtime=runtime, tta=tta, limit=limit, devices=devices,
@@ -232,7 +245,10 @@ def export(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write (default: model.onnx or model.int8.onnx beside the model).")] = None,
 ):
     """Export a model to ONNX, with class names and preprocessing in its metadata."""
-    from wardrobe.inference.export import calibration_photos, export_model
+    from wardrobe.inference.export import (  # heavy: the API pulls in torch; imported per command so `wardrobe --help` stays fast
+        calibration_photos,
+        export_model,
+    )
 
     if calibrate and not int8:
         raise WardrobeError("--calibrate goes with --int8")
@@ -256,10 +272,14 @@ def serve(
     max_aspect: Annotated[Optional[float], typer.Option("--max-aspect", min=1, help="Largest aspect ratio (default: $WARDROBE_MAX_ASPECT or 25).")] = None,
 ):
     """Serve a model over HTTP: POST /v1/predict, GET /v1/model, /healthz, /docs, and a web page at /."""
-    from dataclasses import replace
 
-    from wardrobe.data.images import ImageLimits
-    from wardrobe.inference.serve import Limits, serve as serve_api
+    from wardrobe.data.images import (
+        ImageLimits,  # heavy: the API pulls in torch; imported per command so `wardrobe --help` stays fast
+    )
+    from wardrobe.inference.serve import (  # heavy: the API pulls in torch; imported per command so `wardrobe --help` stays fast
+        Limits,
+    )
+    from wardrobe.inference.serve import serve as serve_api
 
     image = ImageLimits.from_env()
     image = replace(image, **{k: v for k, v in dict(max_pixels=max_pixels, max_side=max_side,
@@ -274,7 +294,10 @@ def datasets(ctx: typer.Context):
     """List the dataset presets and where their data is looked for."""
     if ctx.invoked_subcommand:
         return
-    from wardrobe.data.presets import PRESETS, dataset_root
+    from wardrobe.data.presets import (  # heavy: the API pulls in torch; imported per command so `wardrobe --help` stays fast
+        PRESETS,
+        dataset_root,
+    )
 
     root = dataset_root()
     t = Table(title=f"presets (data folder: {root})")
@@ -291,8 +314,15 @@ def datasets_download(
     if_missing: Annotated[bool, typer.Option("--if-missing", help="Do nothing when the dataset is already there.")] = False,
 ):
     """Download the upstream clothing dataset (needs internet)."""
-    from wardrobe.data.presets import DATASET_DIRNAME, PRESETS, data_dir, download
-    from wardrobe.ui import progress
+    from wardrobe.data.presets import (  # heavy: the API pulls in torch; imported per command so `wardrobe --help` stays fast
+        DATASET_DIRNAME,
+        PRESETS,
+        data_dir,
+        download,
+    )
+    from wardrobe.ui import (
+        progress,  # heavy: the API pulls in torch; imported per command so `wardrobe --help` stays fast
+    )
 
     root = (dest or data_dir()) / DATASET_DIRNAME
     if if_missing and all((root / p.manifest).is_file() for p in PRESETS.values()):
@@ -307,7 +337,9 @@ def datasets_download(
 @app.command()
 def models():
     """List networks: parameters, input size, and whether pretrained weights are available here."""
-    from wardrobe.models.registry import model_catalogue
+    from wardrobe.models.registry import (
+        model_catalogue,  # heavy: the API pulls in torch; imported per command so `wardrobe --help` stays fast
+    )
 
     t = Table(title="models (any other timm name works too)")
     for col in ("name", "architecture", "params (M)", "input", "pretrained weights"):
@@ -323,7 +355,6 @@ Forwarded = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def _train_options(data: str, args: list[str]) -> dict:
-    import click
 
     cmd = typer.main.get_command(app).commands["train"]
     try:
@@ -367,7 +398,10 @@ def cv(
     Every other option (after DATA) is a 'wardrobe train' option, e.g. --preset best or --model;
     --resume reuses the folds an interrupted run of the same CV finished and continues the one it was
     training from its last checkpoint."""
-    from wardrobe.evaluation.cv import cross_validate, cv_table
+    from wardrobe.evaluation.cv import (  # heavy: the API pulls in torch; imported per command so `wardrobe --help` stays fast
+        cross_validate,
+        cv_table,
+    )
 
     kwargs = _train_options(data, ctx.args)
     result = cross_validate(data, out, folds=folds, report=not no_report, **kwargs)
@@ -385,7 +419,10 @@ def compare(
 ):
     """Train and evaluate several models on the same split (or folds); a leaderboard of quality,
     parameters, MFLOPs, latency and training time. Other options are 'wardrobe train' options."""
-    from wardrobe.evaluation.compare import compare as compare_api, leaderboard_table
+    from wardrobe.evaluation.compare import (  # heavy: the API pulls in torch; imported per command so `wardrobe --help` stays fast
+        compare as compare_api,
+    )
+    from wardrobe.evaluation.compare import leaderboard_table
 
     kwargs = _train_options(data, ctx.args)
     if "model" in kwargs:
@@ -406,10 +443,18 @@ def bench(
 ):
     """Speed of a model on this machine: single-photo latency p50/p95 and batch throughput, with and
     without JPEG decoding; prints the CPU model and thread counts."""
-    from wardrobe.data.images import is_image_file
-    from wardrobe.evaluation.speed import bench as bench_api
-    from wardrobe.evaluation.tables import speed_table
-    from wardrobe.inference import Classifier
+    from wardrobe.data.images import (
+        is_image_file,  # heavy: the API pulls in torch; imported per command so `wardrobe --help` stays fast
+    )
+    from wardrobe.evaluation.speed import (
+        bench as bench_api,  # heavy: the API pulls in torch; imported per command so `wardrobe --help` stays fast
+    )
+    from wardrobe.evaluation.tables import (
+        speed_table,  # heavy: the API pulls in torch; imported per command so `wardrobe --help` stays fast
+    )
+    from wardrobe.inference import (
+        Classifier,  # heavy: the API pulls in torch; imported per command so `wardrobe --help` stays fast
+    )
 
     files = []
     for p in images or []:
@@ -449,7 +494,10 @@ def data_audit(
 ):
     """Find what is wrong with labelled photos: missing, unreadable and unlabelled files, odd labels,
     sizes and colour modes, exact and near duplicates across splits, likely label errors."""
-    from wardrobe.audit import AuditOptions, audit
+    from wardrobe.audit import (  # heavy: the API pulls in torch; imported per command so `wardrobe --help` stays fast
+        AuditOptions,
+        audit,
+    )
 
     opts = _data_options(image_col, label_col, split_col, images_dir, extension, label_regex, label_map,
                          include, exclude, rename, top_k_classes, min_count, False)

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms.v2 import functional as F
 from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as F
 
 _INTERP = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR,
            "nearest": InterpolationMode.NEAREST}

@@ -7,9 +7,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from wardrobe.data.sources import (
-    Dataset,
-)
+from wardrobe.data.sources import Dataset
 from wardrobe.errors import WardrobeError
 from wardrobe.ui import info
 

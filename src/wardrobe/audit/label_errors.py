@@ -7,9 +7,17 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from wardrobe.data.hashing import groups_from_pairs
 from wardrobe.data.sources import Record
+from wardrobe.models.registry import DEFAULT_BACKBONE, create_backbone
+from wardrobe.training.embeddings import extract_embeddings
+from wardrobe.training.probe import head_features
 from wardrobe.ui import info
 
 
@@ -28,11 +36,6 @@ def cosine_pairs(x: np.ndarray, threshold: float, block: int = 1024) -> list[tup
 
 def out_of_fold_probs(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 0, c: float = 0.1) -> np.ndarray:
     """Each photo's class probabilities from a logistic regression that never saw it (stratified K-fold)."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=300, tol=1e-4, random_state=seed))
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -53,9 +56,6 @@ def find_label_errors(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def embedding_findings(records: Sequence[Record], o) -> dict:
     """``embedding_duplicates`` and ``label_errors`` sections of audit.json (``o``: AuditOptions)."""
-    from wardrobe.models.registry import DEFAULT_BACKBONE, create_backbone
-    from wardrobe.training.embeddings import extract_embeddings
-    from wardrobe.training.probe import head_features
 
     backbone = create_backbone(o.model or DEFAULT_BACKBONE, pretrained=True)
     feats, errors, stats = extract_embeddings([r.path for r in records], backbone, o.batch_size, o.workers,

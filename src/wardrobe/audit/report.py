@@ -15,10 +15,10 @@ MAX_ROWS = 200
 
 
 def plot_class_histogram(counts: dict[str, int], path: Path, title: str = "") -> None:
-    import matplotlib
+    import matplotlib  # heavy: matplotlib, only when plotting
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: matplotlib, only when plotting
 
     names = list(counts)[::-1]
     fig, ax = plt.subplots(figsize=(7, max(2.5, 0.3 * len(names) + 1)))

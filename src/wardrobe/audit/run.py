@@ -4,6 +4,7 @@ splits), placeholder labels, class balance and, with embeddings, likely label er
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -14,22 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from wardrobe.audit.clean import write_clean_manifest
+from wardrobe.audit.label_errors import embedding_findings
+from wardrobe.audit.report import plot_class_histogram, write_html
 from wardrobe.data import DataOptions, load_dataset
 from wardrobe.data.fingerprints import THUMB_BYTES, hash_cache, iter_scan, remember
-from wardrobe.data.hashing import (
-    PHASH_THRESHOLD,
-    THUMB_SIMILARITY,
-    groups_from_pairs,
-    near_pairs,
-)
+from wardrobe.data.hashing import PHASH_THRESHOLD, THUMB_SIMILARITY, groups_from_pairs, near_pairs
 from wardrobe.data.presets import PRESETS
-from wardrobe.data.sources import (
-    Dataset,
-    Record,
-    iter_images,
-    read_table,
-    resolve_image,
-)
+from wardrobe.data.sources import Dataset, Record, iter_images, read_table, resolve_image
 from wardrobe.ui import info
 
 GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -254,19 +246,16 @@ def audit(data: str | Path, out: str | Path, options: AuditOptions | None = None
                                                               f"thumbnail similarity >= {o.thumb_similarity}"}),
     }
     if o.embeddings:
-        from wardrobe.audit.label_errors import embedding_findings
 
         readable = [i for i in range(len(paths)) if phashes[i] is not None]
         result.update(embedding_findings([rows_by_path[paths[i]][0] for i in readable], o))
     result["summary"] = _counts_summary(result)
     result["seconds"] = round(time.perf_counter() - t0, 2)
 
-    from wardrobe.audit.report import plot_class_histogram, write_html
 
     plot_class_histogram(class_counts, out / "class_histogram.png", ds.name)
     if write_clean is not None:
         result["clean"] = write_clean_manifest(ds, result, Path(write_clean), drop_label_errors)
-    import json
 
     (out / "audit.json").write_text(json.dumps(result, indent=2, default=str))
     write_html(result, out / "audit.html", out / "class_histogram.png")

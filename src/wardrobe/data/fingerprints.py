@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from wardrobe.data.cache import EmbeddingCache, unreadable_reason
+from wardrobe.data.cache import EmbeddingCache, file_digest, unreadable_reason
 from wardrobe.data.hashing import (
     HASH_KIND,
     STRICT_PHASH_THRESHOLD,
@@ -31,9 +31,7 @@ from wardrobe.data.hashing import (
     near_pairs,
 )
 from wardrobe.data.images import ImageError
-from wardrobe.data.sources import (
-    Record,
-)
+from wardrobe.data.sources import Record
 from wardrobe.ui import progress
 
 THUMB_BYTES = THUMB_SIDE * THUMB_SIDE * 3
@@ -135,7 +133,6 @@ class Fingerprints:
 def fingerprints(paths: Sequence[str | Path], workers: int | None = None, show_progress: bool = False) -> Fingerprints:
     """Digest and perceptual fingerprints of many photos, reusing the on-disk cache keyed by content,
     so a second call costs one read of each file."""
-    from wardrobe.data.cache import file_digest
 
     cache = hash_cache()
     n = len(paths)

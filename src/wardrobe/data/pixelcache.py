@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from wardrobe.data.cache import cache_dir, file_digest, unreadable_reason
+from wardrobe.data.images import load_image
 from wardrobe.data.loader import iter_pixel_batches
 from wardrobe.transforms import Preprocess
 from wardrobe.ui import info, progress
@@ -142,7 +143,6 @@ class DecodedPhotos(Dataset):
 
     def __init__(self, paths: Sequence[str | Path], labels: Sequence[int], size: int, transform=None,
                  interpolation: str = "bicubic", resize_mode: str = "crop"):
-        from wardrobe.data.images import load_image
 
         self._load = load_image
         self.paths = list(paths)

@@ -7,6 +7,7 @@ Every source yields the same thing, a :class:`Dataset` of ``Record(path, label, 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 from collections import Counter
@@ -252,7 +253,6 @@ def parse_mapping(text: str | None) -> dict[str, str] | None:
     p = Path(text)
     if p.is_file():
         if p.suffix.lower() == ".json":
-            import json
             try:
                 data = json.loads(p.read_text())
             except json.JSONDecodeError as exc:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from wardrobe.errors import WardrobeError
+from wardrobe.models.modelfile import read_meta, resolve_model_path
 
 ECE_BINS = 15
 
@@ -55,7 +56,7 @@ def nll(logits: np.ndarray, y_true: np.ndarray, temperature: float = 1.0) -> flo
 
 def fit_temperature(logits: np.ndarray, y_true: np.ndarray) -> float:
     """The temperature T > 0 minimising the negative log-likelihood of softmax(logits / T)."""
-    from scipy.optimize import minimize_scalar
+    from scipy.optimize import minimize_scalar  # heavy: scipy, only when fitting a temperature
 
     logits = np.asarray(logits, dtype=np.float64)
     y_true = np.asarray(y_true, dtype=int)
@@ -76,10 +77,10 @@ def plot_reliability(probs: np.ndarray, y_true: np.ndarray, path: Path, title: s
                      bins: int = ECE_BINS, after: np.ndarray | None = None) -> Path:
     """Accuracy against confidence per bin (bars), the diagonal of perfect calibration, and the
     share of photos per bin; ``after``: the same photos' probabilities after temperature scaling."""
-    import matplotlib
+    import matplotlib  # heavy: matplotlib, only when plotting
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: matplotlib, only when plotting
 
     fig, (ax, axh) = plt.subplots(2, 1, figsize=(5.5, 6.5), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
     width = 1.0 / bins
@@ -108,9 +109,8 @@ def plot_reliability(probs: np.ndarray, y_true: np.ndarray, path: Path, title: s
 
 def store_temperature(model_path: str | Path, temperature: float, fitted_on: dict | None = None) -> Path:
     """Rewrite the model file with this temperature in its description (weights untouched)."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save_file  # heavy: safetensors, only when rewriting a model file
 
-    from wardrobe.models.modelfile import read_meta, resolve_model_path
 
     path = resolve_model_path(model_path)
     meta = read_meta(path)

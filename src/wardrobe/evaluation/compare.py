@@ -8,8 +8,15 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+from rich.table import Table
+
 from wardrobe.data import DataOptions
 from wardrobe.errors import WardrobeError
+from wardrobe.evaluation.cv import cross_validate
+from wardrobe.evaluation.speed import bench, params_and_mflops
+from wardrobe.models.modelfile import load_model
+from wardrobe.training import train
 from wardrobe.training.runfolder import check_out
 from wardrobe.ui import info
 
@@ -29,10 +36,6 @@ def compare(data: str | Path, models: list[str], out: str | Path, folds: int | N
     Quality is measured on the validation split (with ``folds``: the mean over folds); latency is the
     median single-photo time without decoding (wardrobe.evaluation.speed); MFLOPs count one photo at
     the model's input size."""
-    from wardrobe.evaluation.cv import cross_validate
-    from wardrobe.evaluation.speed import bench, params_and_mflops
-    from wardrobe.models.modelfile import load_model
-    from wardrobe.training import train
 
     models = [m.strip() for m in models if m.strip()]
     if not models:
@@ -100,11 +103,10 @@ def _write(out: Path, rows: list[dict], split: str) -> None:
 
 
 def _plot(rows: list[dict], path: Path, split: str) -> None:
-    import matplotlib
+    import matplotlib  # heavy: matplotlib, only when plotting
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
+    import matplotlib.pyplot as plt  # heavy: matplotlib, only when plotting
 
     names = [r["model"] for r in rows]
     x = np.arange(len(names))
@@ -127,7 +129,6 @@ def _plot(rows: list[dict], path: Path, split: str) -> None:
 
 
 def leaderboard_table(result: dict):
-    from rich.table import Table
 
     t = Table(title=f"leaderboard: {result['data']} ({result['split']})")
     for k, h in COLUMNS:

@@ -10,16 +10,28 @@ from __future__ import annotations
 import csv
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from rich.table import Table
 from sklearn.model_selection import StratifiedKFold
 
 from wardrobe.data import DataOptions, load_dataset
+from wardrobe.data.cache import key_digest
+from wardrobe.data.fingerprints import split_leakage
 from wardrobe.errors import WardrobeError
-from wardrobe.metrics import compute_metrics
+from wardrobe.evaluation.calibration import calibration_summary, plot_reliability
 from wardrobe.evaluation.plots import plot_confusion, write_confusion_csv
+from wardrobe.evaluation.report import table, write_report
 from wardrobe.files import is_secondary_process
+from wardrobe.inference.classifier import Classifier
+from wardrobe.metrics import compute_metrics
+from wardrobe.models.heads import _classifier_path
+from wardrobe.models.modelfile import load_model, resolve_model_path
+from wardrobe.models.registry import create_backbone
+from wardrobe.training import train
+from wardrobe.training.embeddings import extract_embeddings
 from wardrobe.training.runfolder import check_out, partial_dir
 from wardrobe.ui import info, warn
 
@@ -56,13 +68,8 @@ def fold_probabilities(model_path: Path, paths: list, batch_size: int = 32, work
                        runtime: str = "auto", show_progress: bool = False) -> tuple[np.ndarray, dict]:
     """Out-of-fold probabilities of one fold's model. A probe model's backbone is the frozen,
     cached one, so its head is applied to the cached embeddings instead of rerunning the network."""
-    import torch
+    import torch  # heavy: torch, only on this path
 
-    from wardrobe.inference.classifier import Classifier
-    from wardrobe.models.heads import _classifier_path
-    from wardrobe.models.modelfile import load_model
-    from wardrobe.models.registry import create_backbone
-    from wardrobe.training.embeddings import extract_embeddings
 
     model, meta = load_model(model_path)
     if meta.get("mode") == "probe" and meta.get("backbone"):
@@ -83,9 +90,7 @@ def fold_probabilities(model_path: Path, paths: list, batch_size: int = 32, work
 
 def _warn_fold_leakage(records, splits, workers, show_progress) -> None:
     """One line for the whole CV: duplicates whose twins land in another fold inflate every fold."""
-    from dataclasses import replace
 
-    from wardrobe.data.fingerprints import split_leakage
 
     exact = near = 0
     for _, va in splits:
@@ -106,7 +111,6 @@ FOLD_MARKER = "cv_fold.json"
 def _fold_fingerprint(data, folds: int, seed: int, k: int, train_paths: list, val_paths: list,
                       train_options: dict, data_options) -> str:
     """What makes a fold's run the one this CV would train: same data, options and photos."""
-    from wardrobe.data.cache import key_digest
 
     return key_digest({"data": str(data), "folds": folds, "seed": seed, "fold": k,
                        "train": sorted(map(str, train_paths)), "validation": sorted(map(str, val_paths)),
@@ -141,8 +145,6 @@ def cross_validate(data: str | Path, out: str | Path, folds: int = 5, seed: int 
     ``resume``: folds an earlier run of the same CV finished are reused, and a fine-tuning fold it
     left half done continues from its last checkpoint (a CV of the best recipe takes hours).
     ``overwrite``: replace an earlier CV in OUT (otherwise refused)."""
-    from wardrobe.models.modelfile import resolve_model_path
-    from wardrobe.training import train
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -208,7 +210,6 @@ def cross_validate(data: str | Path, out: str | Path, folds: int = 5, seed: int 
     _write_tables(out, fold_rows, agg)
     np.save(out / "out_of_fold_probs.npy", oof)
     if report:
-        from wardrobe.evaluation.report import table, write_report
 
         summary_rows = [[KEY_NAMES[k], f"{agg[k]['mean']:.4f} ± {agg[k]['std']:.4f}"] for k in CV_KEYS]
         folds_html = table(["fold", "train", "validation", *(KEY_NAMES[k] for k in CV_KEYS), "seconds"],
@@ -217,7 +218,6 @@ def cross_validate(data: str | Path, out: str | Path, folds: int = 5, seed: int 
         note = ('<p class="note">Per-class table, confusion matrix, calibration and gallery below pool the '
                 'out-of-fold predictions: every photo predicted by the model that did not train on it.</p>')
         calib = None
-        from wardrobe.evaluation.calibration import calibration_summary, plot_reliability
 
         calib = calibration_summary(oof[ok], y[ok])
         plot_reliability(oof[ok], y[ok], out / "reliability.png", title=f"{ds.name} out-of-fold")
@@ -249,7 +249,6 @@ def _write_tables(out: Path, rows: list[dict], agg: dict) -> None:
 
 def cv_table(result: dict):
     """A Rich table of the folds and the mean ± std."""
-    from rich.table import Table
 
     t = Table(title=f"{result['folds']}-fold cross-validation on {result['dataset']} ({result['n_images']} photos)")
     t.add_column("fold")

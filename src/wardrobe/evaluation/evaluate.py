@@ -12,14 +12,22 @@ import numpy as np
 from wardrobe.data import DataOptions, assign_splits, load_dataset
 from wardrobe.data.sources import Dataset
 from wardrobe.errors import WardrobeError
-from wardrobe.metrics import compute_metrics
-from wardrobe.evaluation.calibration import (calibration_summary, expected_calibration_error, fit_temperature, nll,
-                                             plot_reliability, reliability_bins, softmax, store_temperature)
+from wardrobe.evaluation.calibration import (
+    calibration_summary,
+    expected_calibration_error,
+    fit_temperature,
+    nll,
+    plot_reliability,
+    reliability_bins,
+    softmax,
+    store_temperature,
+)
 from wardrobe.evaluation.plots import plot_confusion, write_confusion_csv
 from wardrobe.evaluation.report import write_report
 from wardrobe.evaluation.robustness import robustness as robustness_test
-from wardrobe.models.modelfile import resolve_model_path
 from wardrobe.inference.classifier import Classifier
+from wardrobe.metrics import compute_metrics
+from wardrobe.models.modelfile import resolve_model_path
 from wardrobe.ui import info, warn
 
 

@@ -17,10 +17,10 @@ def write_confusion_csv(cm: np.ndarray, classes: list[str], path: Path) -> None:
 
 
 def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str = "") -> None:
-    import matplotlib
+    import matplotlib  # heavy: matplotlib, only when plotting
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: matplotlib, only when plotting
 
     cm = np.asarray(cm, dtype=float)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)

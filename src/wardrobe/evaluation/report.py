@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from wardrobe.data.images import ImageError, load_image
+from wardrobe.evaluation.plots import plot_confusion
+
 SECTIONS = ("summary", "per-class", "confusion-matrix", "training-curves", "class-histogram", "robustness",
             "calibration", "confidently-wrong")
 
@@ -47,7 +50,7 @@ def img_tag(png: bytes | Path, alt: str, mime: str = "image/png", cls: str = "fi
 
 
 def _fig_png(fig) -> bytes:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: matplotlib, only when plotting
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -56,10 +59,10 @@ def _fig_png(fig) -> bytes:
 
 
 def _plt():
-    import matplotlib
+    import matplotlib  # heavy: matplotlib, only when plotting
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: matplotlib, only when plotting
 
     return plt
 
@@ -77,7 +80,6 @@ def histogram_png(counts: dict[str, int], title: str) -> bytes:
 
 
 def confusion_png(cm, classes: list[str], title: str) -> bytes:
-    from wardrobe.evaluation.plots import plot_confusion
 
     with tempfile.TemporaryDirectory() as tmp:
         p = Path(tmp) / "cm.png"
@@ -113,7 +115,6 @@ def curves_html(run_dir: Path | None) -> str | None:
 
 
 def thumbnail_jpeg(path: str | Path, side: int = 150) -> bytes | None:
-    from wardrobe.data.images import ImageError, load_image
 
     try:
         img = load_image(path, min_side=side)

@@ -15,6 +15,9 @@ import torch
 from PIL import Image
 from sklearn.metrics import f1_score
 
+from wardrobe.data.loader import iter_pixel_batches
+from wardrobe.ui import progress
+
 BLUR_SIGMA = 1.5  # pixels at the model's input size
 JPEG_QUALITY = 20
 
@@ -24,7 +27,7 @@ def gaussian_noise(x: torch.Tensor, sigma: float, generator: torch.Generator) ->
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:
-    from torchvision.transforms.v2 import functional as F
+    from torchvision.transforms.v2 import functional as F  # heavy: torchvision, only for the corruption transforms
 
     k = 2 * int(round(3 * sigma)) + 1  # the kernel covers +/- 3 sigma
     return F.gaussian_blur(x, kernel_size=[k, k], sigma=[sigma, sigma]).clamp(0.0, 1.0)
@@ -68,8 +71,6 @@ def robustness(clf, paths: Sequence[str | Path], y_true: np.ndarray, corruptions
                show_progress: bool = True) -> dict:
     """Run ``clf`` (a Classifier) on each photo clean and under each corruption; photos that fail
     to decode are left out of every row alike. ``y_true``: class indices, one per path."""
-    from wardrobe.data.loader import iter_pixel_batches
-    from wardrobe.ui import progress
 
     names = list(corruptions or CORRUPTIONS)
     unknown = [n for n in names if n not in CORRUPTIONS]

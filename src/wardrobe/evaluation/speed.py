@@ -11,6 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
+
+from wardrobe.data.images import load_image
+from wardrobe.inference.classifier import Classifier
 
 
 def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
@@ -39,7 +43,6 @@ def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
 
 def synthetic_photos(folder: Path, n: int = 32, size: tuple[int, int] = (600, 800), seed: int = 0) -> list[Path]:
     """Camera-like JPEGs (smooth gradients plus grain) for timing when no photos are given."""
-    from PIL import Image
 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -64,8 +67,6 @@ def bench(model, images: Sequence[str | Path] | None = None, runtime: str = "aut
           single_runs: int = 50, batch_runs: int = 5, warmup: int = 3) -> dict:
     """``model``: run folder, model file or Classifier. Decoding runs in this process (no workers),
     so "with decoding" is what one caller labelling one photo at a time pays."""
-    from wardrobe.data.images import load_image
-    from wardrobe.inference.classifier import Classifier
 
     clf = model if isinstance(model, Classifier) else Classifier.load(model, runtime=runtime)
     pre = clf.preprocess
@@ -127,7 +128,7 @@ def bench(model, images: Sequence[str | Path] | None = None, runtime: str = "aut
 def params_and_mflops(model: torch.nn.Module, input_size: int) -> tuple[int, float]:
     """Parameter count and millions of floating-point operations for one photo (a multiply-add
     counts as 2, as torch's FlopCounterMode does)."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode  # heavy: torch, only on this path
 
     params = sum(p.numel() for p in model.parameters())
     model = model.eval()

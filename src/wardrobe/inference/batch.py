@@ -25,8 +25,12 @@ from typing import IO
 
 import numpy as np
 
+from wardrobe.data.loader import PhotoDataset, _collate, default_workers, iter_pixel_batches
 from wardrobe.errors import WardrobeError
 from wardrobe.files import check_output_file
+from wardrobe.inference.classifier import Classifier
+from wardrobe.inference.export import load_classifier
+from wardrobe.inference.predict import expand_paths
 from wardrobe.ui import info, progress
 
 FORMATS = ("csv", "jsonl", "json")
@@ -184,9 +188,7 @@ def label_photos(model, inputs: list[str | Path], output: str | Path | None = No
 
     ``limit`` labels at most that many new photos (a chunk of a long job; the rest with --resume).
     """
-    from wardrobe.inference.predict import expand_paths
 
-    from wardrobe.inference.export import load_classifier
 
     out = Path(output).expanduser() if output else None
     fmt = guess_format(out, fmt)
@@ -231,7 +233,6 @@ def label_photos(model, inputs: list[str | Path], output: str | Path | None = No
 def iter_rows(clf, paths: list[str], top_k: int, batch_size: int = 32,
               workers: int | None = None) -> Iterator[list[dict]]:
     """Rows of each batch, in input order, as the DataLoader workers deliver decoded photos."""
-    from wardrobe.data.loader import iter_pixel_batches
 
     for idx, pixels, bad in iter_pixel_batches(paths, clf.preprocess, batch_size, workers):
         rows: dict[int, dict] = {}
@@ -249,13 +250,13 @@ def iter_rows(clf, paths: list[str], top_k: int, batch_size: int = 32,
 
 def _label_distributed(model, files, out, fmt, top_k, batch_size, workers, resume, tta, limit, show_progress,
                        devices, strategy, accelerator) -> BatchSummary:
-    import lightning as L
-    import torch
-    from lightning.pytorch.callbacks import BasePredictionWriter
-    from torch.utils.data import DataLoader
+    import lightning as L  # heavy: Lightning, only when training or predicting on devices
+    import torch  # heavy: torch, only on this path
+    from lightning.pytorch.callbacks import (
+        BasePredictionWriter,  # heavy: Lightning, only when training or predicting on devices
+    )
+    from torch.utils.data import DataLoader  # heavy: torch, only on this path
 
-    from wardrobe.data.loader import PhotoDataset, _collate, default_workers
-    from wardrobe.inference.classifier import Classifier
 
     if out is None:
         raise WardrobeError("--devices/--strategy need --output FILE (each rank writes a shard beside it)")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from wardrobe.data.cache import file_digest
-from wardrobe.data.images import ImageError, load_image
+from wardrobe.data.images import ImageError, _to_rgb, load_image
 from wardrobe.data.loader import iter_pixel_batches
 from wardrobe.models.modelfile import load_model, resolve_model_path
 from wardrobe.models.runtime import make_runner
@@ -103,8 +103,6 @@ class Classifier:
 
 
 def _rgb(img: Image.Image) -> Image.Image:
-    from wardrobe.data.images import _to_rgb
-    from PIL import ImageOps
 
     return _to_rgb(ImageOps.exif_transpose(img))
 

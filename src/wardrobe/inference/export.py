@@ -17,10 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wardrobe.data import load_dataset
 from wardrobe.data.cache import file_digest
+from wardrobe.data.loader import iter_pixel_batches
 from wardrobe.errors import WardrobeError
+from wardrobe.inference.classifier import Classifier
+from wardrobe.inference.predict import expand_paths
 from wardrobe.models.modelfile import _version, load_model, resolve_model_path
-from wardrobe.models.runtime import ONNX_INPUT_NAME
+from wardrobe.models.runtime import ONNX_INPUT_NAME, export_onnx, resolve_runtime
+from wardrobe.transforms import Preprocess
 
 FORMATS = ("onnx",)
 # weights: int8 weights of the output-side half of the convolutions (91 % of the weights), one scale
@@ -70,7 +75,7 @@ def _metadata(meta: dict, quantization: str) -> dict[str, str]:
 
 
 def _write_props(path: Path, props: dict[str, str]) -> None:
-    import onnx
+    import onnx  # heavy: onnx, only when exporting or reading an export
 
     proto = onnx.load(str(path))
     onnx.helper.set_model_props(proto, props)
@@ -79,7 +84,6 @@ def _write_props(path: Path, props: dict[str, str]) -> None:
 
 
 def _export_fp32(model: torch.nn.Module, meta: dict, path: Path, opset: int) -> None:
-    from wardrobe.models.runtime import export_onnx
 
     export_onnx(_WithProbabilities(model, meta.get("temperature", 1.0)), int(meta["preprocess"]["input_size"]),
                 path, opset, output_names=OUTPUT_NAMES)
@@ -88,8 +92,6 @@ def _export_fp32(model: torch.nn.Module, meta: dict, path: Path, opset: int) -> 
 def calibration_photos(data: str, n: int = 128) -> list[Path]:
     """Up to ``n`` photos, evenly spread, from a folder/glob of photos or a dataset (preset name or
     manifest: its training split)."""
-    from wardrobe.data import load_dataset
-    from wardrobe.inference.predict import expand_paths
 
     p = Path(data).expanduser()
     if p.is_dir() or any(ch in data for ch in "*?["):
@@ -105,8 +107,6 @@ def calibration_photos(data: str, n: int = 128) -> list[Path]:
 
 def _calibration_batches(photos: list, preprocess: dict, batch_size: int = 16):
     """Normalised pixel batches of the calibration photos, for the static quantiser's ranges."""
-    from wardrobe.data.loader import iter_pixel_batches
-    from wardrobe.transforms import Preprocess
 
     pre = Preprocess.from_dict(preprocess)
     for _, pixels, _ in iter_pixel_batches(photos, pre, batch_size, workers=0):
@@ -133,8 +133,8 @@ def _quantize_weights(src: Path, dst: Path, float_share: float = 0.5) -> None:
     weights (9 % of Lite0's) but their rounding errors travel through the whole network. On
     clothing-top10 validation the Lite0 probe's top-1 agreement with fp32 goes from 0.985 (every
     conv int8) to 0.994, for 4.3 MB instead of 3.6 (fp32: 13.5 MB)."""
-    import onnx
-    from onnx import helper, numpy_helper
+    import onnx  # heavy: onnx, only when exporting or reading an export
+    from onnx import helper, numpy_helper  # heavy: onnx, only when exporting or reading an export
 
     proto = onnx.load(str(src))
     g = proto.graph
@@ -164,8 +164,8 @@ def dequantized_bytes(path: Path) -> bytes | None:
     """A weights-int8 export with its DequantizeLinear nodes folded back into float initializers, so
     ONNX Runtime runs it exactly like the fp32 export (it would otherwise dequantize on every call).
     None for any other file."""
-    import onnx
-    from onnx import numpy_helper
+    import onnx  # heavy: onnx, only when exporting or reading an export
+    from onnx import numpy_helper  # heavy: onnx, only when exporting or reading an export
 
     proto = onnx.load(str(path))
     g = proto.graph
@@ -189,10 +189,18 @@ def dequantized_bytes(path: Path) -> bytes | None:
 
 
 def _quantize(src: Path, dst: Path, per_channel: bool, calibration=None) -> None:
-    import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_dynamic, quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    import onnx  # heavy: onnx, only when exporting or reading an export
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,  # heavy: ONNX Runtime, only when running an export
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import (
+        quant_pre_process,  # heavy: ONNX Runtime, only when running an export
+    )
 
     # ORT recommends its pre-processing (shape inference + graph optimisation) before quantising:
     # folding BatchNorm into the convolutions first is what keeps int8 close to fp32.
@@ -299,7 +307,7 @@ def export_model(model: str | Path, output: str | Path | None = None, fmt: str =
 
 def read_onnx_meta(path: str | Path) -> dict:
     """The wardrobe description stored in an exported file, in the model file's meta layout."""
-    import onnx
+    import onnx  # heavy: onnx, only when exporting or reading an export
 
     path = Path(path)
     if not path.is_file():
@@ -335,7 +343,7 @@ class OnnxFileRunner:
     def __init__(self, path: str | Path, threads: int | None = None, quantization: str = "none"):
         """``quantization``: the file's wardrobe.quantization (read_onnx_meta); only a weights-int8
         file is parsed here, to fold its weights, so an fp32 file is not parsed twice."""
-        import onnxruntime as ort
+        import onnxruntime as ort  # heavy: ONNX Runtime, only when running an export
 
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
@@ -351,8 +359,6 @@ class OnnxFileRunner:
 
 def load_classifier(path: str | Path, runtime: str = "auto", tta: bool = False):
     """A Classifier from a run folder, a model file or an exported .onnx file."""
-    from wardrobe.inference.classifier import Classifier
-    from wardrobe.models.runtime import resolve_runtime
 
     p = Path(path).expanduser()
     if p.suffix.lower() != ".onnx":

@@ -47,7 +47,7 @@ def free_socket(host: str = "127.0.0.1") -> socket.socket:
 @contextmanager
 def server_in_thread(app, host: str = "127.0.0.1", timeout: float = 60.0):
     """A real uvicorn server for ``app`` on a free loopback port, in a daemon thread; yields its URL."""
-    import uvicorn
+    import uvicorn  # optional at import: uvicorn, only when serving
 
     sock = free_socket(host)
     port = sock.getsockname()[1]
@@ -70,7 +70,7 @@ def server_in_thread(app, host: str = "127.0.0.1", timeout: float = 60.0):
 @contextmanager
 def server_in_subprocess(model: str, extra_args: list[str] | None = None, timeout: float = 180.0):
     """``wardrobe serve MODEL`` in its own process on a free loopback port; yields its URL."""
-    import httpx
+    import httpx  # optional: httpx, only for the loopback load test
 
     sock = free_socket()
     port = sock.getsockname()[1]
@@ -104,7 +104,7 @@ def server_in_subprocess(model: str, extra_args: list[str] | None = None, timeou
 def run_load(url: str, payload: bytes, filename: str = "photo.jpg", clients: int = 8, requests: int = 200,
              expect_label: str | None = None, deadline_s: float = 600.0, timeout_s: float = 30.0) -> LoadResult:
     """``clients`` threads, each sending ``requests`` POST /v1/predict one after another (keep-alive)."""
-    import httpx
+    import httpx  # optional: httpx, only for the loopback load test
 
     res = LoadResult()
     lock = threading.Lock()

@@ -28,20 +28,24 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import anyio
+import torch
+
 # At module level: FastAPI resolves the endpoint's annotations (strings, under `from __future__
 # import annotations`) against this module's globals.
 from fastapi import File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi_offline import FastAPIOffline
+from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-import torch
-from PIL import Image, UnidentifiedImageError
 
 from wardrobe.data import images as _images  # noqa: F401 - sets PIL's LOAD_TRUNCATED_IMAGES = False
 from wardrobe.data.images import DecodeBudget, ImageLimits, decode_failure_reason, decode_opened
 from wardrobe.inference.batch import make_row
+from wardrobe.inference.export import load_classifier, read_onnx_meta
+from wardrobe.models.modelfile import read_meta, resolve_model_path
+from wardrobe.ui import info
 from wardrobe.version import __version__
 
 # Photo formats only: PIL's other plug-ins (EPS runs Ghostscript, PDF, ICNS...) are attack surface.
@@ -306,8 +310,6 @@ class Service:
 
 
 def load_service_model(model: str | Path, runtime: str = "auto"):
-    from wardrobe.inference.export import load_classifier, read_onnx_meta
-    from wardrobe.models.modelfile import read_meta, resolve_model_path
 
     p = Path(model).expanduser()
     clf = load_classifier(p, runtime=runtime)
@@ -408,9 +410,8 @@ def create_app(model, runtime: str = "auto", limits: Limits | None = None, worke
 
 def serve(model, host: str = "127.0.0.1", port: int = 8000, runtime: str = "auto", workers: int = 2,
           limits: Limits | None = None, log_level: str = "info") -> None:
-    import uvicorn
+    import uvicorn  # optional at import: uvicorn, only when serving
 
-    from wardrobe.ui import info
 
     app = create_app(model, runtime=runtime, limits=limits, workers=workers)  # a bad model fails here, first
     info(f"serving {run_name(model)} on http://{host}:{port}/ (API docs at /docs)")

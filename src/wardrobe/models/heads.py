@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -20,7 +21,6 @@ class SignedSqrt(nn.Module):
 
 
 def signed_sqrt_np(x):
-    import numpy as np
 
     return np.sign(x) * (np.sqrt(np.abs(x) + SignedSqrt.eps) - SignedSqrt.eps ** 0.5)
 

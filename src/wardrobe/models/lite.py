@@ -48,7 +48,7 @@ def lite_state_dict(name: str) -> OrderedDict[str, torch.Tensor]:
     expand/depthwise/project convolutions and their batch norms, head, classifier), so keys are
     paired by position; every shape is checked so that a mismatch can never load silently.
     """
-    import timm
+    import timm  # heavy: timm, only when building a network
 
     arch = LITE_PACKAGES[name][0]
     source = torch.load(lite_weights_path(name), map_location="cpu", weights_only=True)

@@ -13,11 +13,12 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from safetensors import safe_open
 
 from wardrobe.errors import WardrobeError
+from wardrobe.models.heads import head_linear, set_head
+from wardrobe.models.registry import build_network
 
 FORMAT = "wardrobe-model"
 FORMAT_VERSION = 1
@@ -37,8 +38,6 @@ def package_versions() -> dict:
 
 
 def build_classifier(arch: str, num_classes: int, head: str = "linear") -> torch.nn.Module:
-    from wardrobe.models.heads import set_head
-    from wardrobe.models.registry import build_network
 
     return set_head(build_network(arch, 0), num_classes, head)
 
@@ -130,7 +129,6 @@ def check_weights(path: Path, model: torch.nn.Module, state: dict, meta: dict) -
 
 
 def _head_prefixes(model: torch.nn.Module) -> tuple[str, ...]:
-    from wardrobe.models.heads import head_linear
 
     head = head_linear(model)
     return tuple(n for n, m in model.named_modules() if m is head and n) or ("classifier", "fc", "head")

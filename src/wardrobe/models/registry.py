@@ -9,6 +9,7 @@ import torch
 
 from wardrobe.errors import WardrobeError
 from wardrobe.models.lite import LITE_INPUT_SIZE, LITE_MEAN, LITE_PACKAGES, LITE_STD, lite_state_dict
+from wardrobe.models.scratch import SCRATCH_ARCHS
 from wardrobe.transforms import Preprocess
 
 ALIASES = {}
@@ -53,7 +54,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def create_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True, drop_path_rate: float = 0.0) -> Backbone:
     """``drop_path_rate``: stochastic depth for training timm networks (no effect in eval mode)."""
-    import timm
+    import timm  # heavy: timm, only when building a network
 
     extra = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
 
@@ -89,7 +90,7 @@ def create_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True, drop_
 
 
 def _create_timm(name: str, pretrained: bool, **extra) -> torch.nn.Module:
-    import timm
+    import timm  # heavy: timm, only when building a network
 
     if not pretrained:
         return timm.create_model(name, pretrained=False, num_classes=0, **extra)
@@ -97,7 +98,7 @@ def _create_timm(name: str, pretrained: bool, **extra) -> torch.nn.Module:
                    f"models that work offline: {', '.join(OFFLINE_MODELS)}")
     if not _hub_reachable():
         # Without this, the hub client retries for about a minute before giving up.
-        import huggingface_hub.constants as hf_constants
+        import huggingface_hub.constants as hf_constants  # optional: huggingface_hub, only when online weights are asked for
 
         saved = hf_constants.HF_HUB_OFFLINE
         hf_constants.HF_HUB_OFFLINE = True
@@ -116,9 +117,8 @@ def _create_timm(name: str, pretrained: bool, **extra) -> torch.nn.Module:
 
 def build_network(arch: str, num_classes: int) -> torch.nn.Module:
     """An architecture by the name a model file stores, randomly initialised."""
-    import timm
+    import timm  # heavy: timm, only when building a network
 
-    from wardrobe.models.scratch import SCRATCH_ARCHS
 
     if arch in SCRATCH_ARCHS:
         return SCRATCH_ARCHS[arch](num_classes=num_classes)
@@ -134,7 +134,7 @@ LISTED_TIMM = ("mobilenetv2_100", "resnet18", "resnet50", "efficientnet_b0", "co
 
 def model_catalogue() -> list[dict]:
     """name, architecture, parameters (with a 1000-class head), input size, pretrained weights here."""
-    import timm
+    import timm  # heavy: timm, only when building a network
 
     rows = []
     for name in (*OFFLINE_MODELS, *SCRATCH_MODELS, *LISTED_TIMM):

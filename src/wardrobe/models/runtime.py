@@ -7,6 +7,7 @@ Runtime is the default wherever it is installed; eager PyTorch is the fallback a
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 
 from wardrobe.data.cache import cache_dir, key_digest
 from wardrobe.errors import WardrobeError
+from wardrobe.ui import warn
 
 RUNTIMES = ("auto", "onnx", "torch")
 ONNX_INPUT_NAME = "pixels"  # every export's input: normalised float32 NCHW
@@ -58,8 +60,8 @@ def static_same_padding(model: torch.nn.Module, input_size: int) -> torch.nn.Mod
     fixed those are constants (594 nodes become 106 for Lite0) and the single-photo latency drops by
     about 0.7 ms on 2 cores. Returns ``model`` itself when it has no such layer."""
     try:
-        from timm.layers import Conv2dSame
-        from timm.layers.padding import get_same_padding
+        from timm.layers import Conv2dSame  # heavy: timm, only when building a network
+        from timm.layers.padding import get_same_padding  # heavy: timm, only when building a network
     except ImportError:
         return model
     sizes: dict[str, tuple[int, int]] = {}
@@ -67,7 +69,6 @@ def static_same_padding(model: torch.nn.Module, input_size: int) -> torch.nn.Mod
              for name, m in model.named_modules() if isinstance(m, Conv2dSame)]
     if not hooks:
         return model
-    import copy
 
     try:
         with torch.no_grad():
@@ -90,9 +91,9 @@ def fold_pads_into_convs(path: Path) -> int:
     is reordered out, padded and reordered back (4 round trips in Lite0). ONNX's Conv takes
     asymmetric pads, so each zero Pad feeding only a Conv is moved into that Conv; single-photo
     latency drops by ~2.5 ms here (bench/runtime.py). Rewrites ``path``; returns Pads removed."""
-    import onnx
-    from onnx import helper
-    from onnx.reference import ReferenceEvaluator
+    import onnx  # heavy: onnx, only when exporting or reading an export
+    from onnx import helper  # heavy: onnx, only when exporting or reading an export
+    from onnx.reference import ReferenceEvaluator  # heavy: onnx, only when exporting or reading an export
 
     proto = onnx.load(str(path))
     g = proto.graph
@@ -196,7 +197,7 @@ class TorchRunner:
 
 class OnnxRunner:
     def __init__(self, model: torch.nn.Module, input_size: int, key: dict):
-        import onnxruntime as ort
+        import onnxruntime as ort  # heavy: ONNX Runtime, only when running an export
 
         # "export" changes whenever the exported graph does, so older cached exports are not reused.
         path = cache_dir() / "onnx" / f"{key_digest({**key, 'export': 3})}.onnx"
@@ -220,7 +221,6 @@ def make_runner(model: torch.nn.Module, input_size: int, key: dict, runtime: str
         except Exception as exc:  # noqa: BLE001 - any exporter failure: PyTorch still runs the model
             if runtime == "onnx":
                 raise WardrobeError(f"--runtime onnx: this model cannot be exported to ONNX ({str(exc).splitlines()[0][:200]})") from None
-            from wardrobe.ui import warn
 
             warn(f"ONNX export failed ({str(exc).splitlines()[0][:120]}); running in PyTorch instead")
     return TorchRunner(model)

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -17,7 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from wardrobe.models.heads import head_linear
 from wardrobe.training.config import FitConfig
-from wardrobe.ui import warn
+from wardrobe.ui import info, warn
 
 
 def stage_modules(model: nn.Module) -> list[nn.Module]:
@@ -182,7 +183,6 @@ def shorten_schedule(sched, total_steps: int) -> bool:
     else:
         return False
     # the next step's rate was set under the old plan: set it again under the new one
-    import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # get_lr() outside step() warns; here it is the point
@@ -233,7 +233,7 @@ class FitScheduleToBudget(L.Callback):
             self._plan(trainer)
 
     def _plan(self, trainer) -> None:
-        from lightning.pytorch.callbacks import Timer
+        from lightning.pytorch.callbacks import Timer  # heavy: Lightning, only when training or predicting on devices
 
         self._planned_epoch = trainer.current_epoch
         timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
@@ -252,7 +252,6 @@ class FitScheduleToBudget(L.Callback):
             trainer.should_stop = True
         else:
             self._apply(trainer)
-        from wardrobe.ui import info
 
         info(f"time budget: an epoch takes {per_epoch / 60:.1f} min, so {self.epochs} of {planned} epochs fit; "
              f"training and its learning-rate schedule now end at epoch {self.epochs}")
@@ -290,7 +289,6 @@ class EpochLog:
                 w = csv.DictWriter(f, fieldnames=self.COLUMNS)
                 w.writeheader()
                 w.writerows(self.rows)
-            from wardrobe.ui import info
 
             val = "" if np.isnan(row["val_acc"]) else \
                 f"val acc {row['val_acc']:.3f} macro-F1 {row['val_f1_macro']:.3f} | "
@@ -325,10 +323,10 @@ class ValTimer(L.Callback):
 
 
 def plot_curves(rows: list[dict], path: Path) -> None:
-    import matplotlib
+    import matplotlib  # heavy: matplotlib, only when plotting
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: matplotlib, only when plotting
 
     if not rows:
         return

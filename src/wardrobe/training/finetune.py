@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wardrobe.data.pixelcache import CachedPhotos, PixelCache, digests_for
+from wardrobe.data.pixelcache import CachedPhotos, DecodedPhotos, PixelCache, digests_for
 from wardrobe.data.sources import Dataset
 from wardrobe.errors import WardrobeError
 from wardrobe.metrics import compute_metrics, summary
@@ -24,6 +24,16 @@ from wardrobe.models.modelfile import MODEL_FILENAME, save_model
 from wardrobe.models.registry import SCRATCH_MODELS, create_backbone
 from wardrobe.training.augment import eval_transform, train_transform
 from wardrobe.training.config import FitConfig
+from wardrobe.training.engine import (
+    ClassifierModule,
+    EpochLog,
+    FitScheduleToBudget,
+    RankReport,
+    ValTimer,
+    loader,
+    make_sampler,
+    plot_curves,
+)
 from wardrobe.training.losses import make_loss
 from wardrobe.ui import info, warn
 
@@ -37,12 +47,14 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
                 extra_callbacks=()) -> dict:
     """Train on ds's train split, select on its validation split, write the run folder. Returns
     the result metrics (also written to metrics.json)."""
-    import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
-    from lightning.pytorch.loggers import CSVLogger
+    import lightning as L  # heavy: Lightning, only when training or predicting on devices
+    from lightning.pytorch.callbacks import (  # heavy: Lightning, only when training or predicting on devices
+        EarlyStopping,
+        ModelCheckpoint,
+        RichProgressBar,
+    )
+    from lightning.pytorch.loggers import CSVLogger  # heavy: Lightning, only when training or predicting on devices
 
-    from wardrobe.training.engine import (ClassifierModule, EpochLog, FitScheduleToBudget, RankReport, ValTimer,
-                                         loader, make_sampler, plot_curves)
 
     t0 = time.perf_counter()
     # Lightning's start-up notices (accelerator lines, tips) drown wardrobe's own progress lines.
@@ -88,7 +100,6 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     def dataset(ids, transform):
         if cache is not None:
             return CachedPhotos(cache, [digests[i] for i in ids], y_all[ids], transform)
-        from wardrobe.data.pixelcache import DecodedPhotos
         return DecodedPhotos([recs[i].path for i in ids], y_all[ids], pre.resize_to, transform,
                              pre.interpolation, pre.resize_mode)
 
@@ -114,7 +125,9 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     if cfg.max_minutes and cfg.scheduler in ("onecycle", "cosine"):
         callbacks.append(FitScheduleToBudget(cfg.max_minutes * 60, steps))
     if cfg.ema:
-        from lightning.pytorch.callbacks import EMAWeightAveraging
+        from lightning.pytorch.callbacks import (
+            EMAWeightAveraging,  # heavy: Lightning, only when training or predicting on devices
+        )
 
         # Validation, checkpoints (best.ckpt's state_dict) and the saved model all see the averaged
         # weights; the raw ones travel in the checkpoint too, so --resume continues both.
@@ -219,7 +232,6 @@ def _config(ds: Dataset, cfg: FitConfig, pre) -> dict:
 
 @torch.inference_mode()
 def _predict(model: torch.nn.Module, ds, workers: int) -> np.ndarray:
-    from wardrobe.training.engine import loader
 
     out = []
     for x, _ in loader(ds, 64, workers):

@@ -13,6 +13,7 @@ import numpy as np
 from wardrobe.data import DataOptions, Dataset, assign_splits, load_dataset
 from wardrobe.data.fingerprints import leakage_message, split_leakage
 from wardrobe.errors import WardrobeError
+from wardrobe.files import is_secondary_process
 from wardrobe.metrics import compute_metrics, summary
 from wardrobe.models.modelfile import MODEL_FILENAME, save_model
 from wardrobe.models.registry import DEFAULT_BACKBONE, create_backbone
@@ -20,9 +21,8 @@ from wardrobe.training.augment import Augment, resolve_augment
 from wardrobe.training.config import TRAIN_PRESETS, FitConfig, fit_config
 from wardrobe.training.embeddings import extract_embeddings
 from wardrobe.training.finetune import fit_network
-from wardrobe.files import is_secondary_process
-from wardrobe.training.runfolder import RunFolder, check_out
 from wardrobe.training.probe import DEFAULT_CS, DEFAULT_HEAD, attach_head, fit_linear_probe, head_features
+from wardrobe.training.runfolder import RunFolder, check_out
 from wardrobe.ui import info, warn
 
 MODES = ("probe", "finetune", "scratch")
