@@ -19,9 +19,9 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install
 	$(BIN)/wardrobe datasets download --if-missing
-	$(BIN)/wardrobe train clothing-top10 --out $(RUN)
+	$(BIN)/wardrobe train clothing-top10 --out $(RUN) --overwrite
 	$(BIN)/wardrobe evaluate $(RUN) clothing-top10 --out $(RUN)/eval
-	$(BIN)/wardrobe predict $(RUN) $$($(BIN)/python -c "from wardrobe.data import load_dataset; print(' '.join(str(r.path) for r in load_dataset('clothing-top10').split('validation')[:5]))")
+	$(BIN)/wardrobe predict $(RUN) $$($(BIN)/python -c "from wardrobe.data import demo_photos; print(' '.join(map(str, demo_photos('clothing-top10'))))")
 
 test: install
 	$(BIN)/lint-imports

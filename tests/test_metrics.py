@@ -56,3 +56,18 @@ def test_average_precision_and_top3_by_hand():
     ap_b = 1 / 3  # b's positive (.15) ranks 3rd of .3 .15 .5 .08
     assert m["map_macro"] == pytest.approx(((1 / 2 + 2 / 3) / 2 + ap_b + 1.0) / 3)
     assert m["top3_accuracy"] == pytest.approx(0.75)
+
+
+def test_confusion_matrix_png_stays_readable_at_17_classes(tmp_path):
+    """report.html's column is 1100 px wide: the figure must fit it nearly 1:1 so its 9-11 pt
+    labels and counts are not scaled down to unreadable (side by side panels were 2,700 px wide)."""
+    from PIL import Image
+
+    from wardrobe.evaluation.plots import plot_confusion
+
+    k = 17
+    cm = np.full((k, k), 2) + np.diag(np.arange(20, 20 + k))
+    path = tmp_path / "cm.png"
+    plot_confusion(cm, [f"class-{i}" for i in range(k)], path, title="17 classes")
+    width, height = Image.open(path).size
+    assert width <= 1200 and height > width  # one panel per row

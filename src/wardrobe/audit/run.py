@@ -9,7 +9,7 @@ import os
 import re
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -146,8 +146,8 @@ def audit(data: str | Path, out: str | Path, options: AuditOptions | None = None
     Returns the audit as a dict (what audit.json holds)."""
     t0 = time.perf_counter()
     o = options or AuditOptions()
-    opts = data_options or DataOptions()
-    opts.strict = False  # the audit reports every problem instead of stopping at the first
+    # the audit reports every problem instead of stopping at the first; the caller's options stay as they were
+    opts = replace(data_options or DataOptions(), strict=False)
     ds = load_dataset(data, opts, **data_overrides)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

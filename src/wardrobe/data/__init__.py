@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from wardrobe.data.filters import apply_filters
@@ -38,11 +38,10 @@ class DataOptions:
 
 def load_dataset(data: str | Path, options: DataOptions | None = None, **overrides) -> Dataset:
     """Resolve DATA (a preset name, a folder, or a manifest file) into filtered records."""
-    opts = options or DataOptions()
-    for k, v in overrides.items():
-        if not hasattr(opts, k):
-            raise TypeError(f"unknown data option {k!r}")
-        setattr(opts, k, v)
+    unknown = set(overrides) - set(DataOptions.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"unknown data option {sorted(unknown)[0]!r}")
+    opts = replace(options or DataOptions(), **overrides)  # the caller's options are left as they were
     text = str(data)
     path = Path(text).expanduser()
     if text in PRESETS:
@@ -71,5 +70,17 @@ def load_dataset(data: str | Path, options: DataOptions | None = None, **overrid
                          rename=parse_mapping(opts.rename), top_k=opts.top_k, min_count=opts.min_count)
 
 
+def demo_photos(data: str | Path, n: int = 5) -> list[Path]:
+    """One validation photo from each of ``n`` classes (the most common first): a demo that shows the
+    model telling classes apart, not five photos of one."""
+    ds = load_dataset(data)
+    recs = ds.split("validation") or ds.records
+    first: dict[str, Path] = {}
+    for r in recs:
+        first.setdefault(r.label, r.path)
+    counts = {c: sum(r.label == c for r in recs) for c in first}
+    return [first[c] for c in sorted(first, key=lambda c: -counts[c])[:n]]
+
+
 __all__ = ["DataOptions", "Dataset", "Record", "SkipReport", "load_dataset", "assign_splits", "PRESETS",
-           "from_folder", "from_manifest", "from_regex"]
+           "demo_photos", "from_folder", "from_manifest", "from_regex"]

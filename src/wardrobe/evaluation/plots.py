@@ -25,22 +25,27 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str = 
     cm = np.asarray(cm, dtype=float)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     k = len(classes)
-    size = max(6.0, 0.55 * k + 3)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size, size))
+    # One panel per row, each as wide as the page, with type that stays readable when report.html
+    # scales the figure to its column: at 17 classes and more, side by side panels shrank to 5 px text.
+    side = max(6.0, 0.5 * k + 2.5)
+    label_size = 11 if k <= 20 else 9
+    cell_size = 10 if k <= 12 else (9 if k <= 20 else 7)
+    fig, axes = plt.subplots(2, 1, figsize=(side + 1.5, 2 * side))
     for ax, data, name, fmt in ((axes[0], cm, "counts", "{:.0f}"), (axes[1], norm, "row-normalised (recall)", "{:.2f}")):
         im = ax.imshow(data, cmap="Blues", vmin=0)
-        ax.set_xticks(range(k), classes, rotation=60, ha="right", fontsize=8)
-        ax.set_yticks(range(k), classes, fontsize=8)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(f"{title} {name}".strip())
+        ax.set_xticks(range(k), classes, rotation=60, ha="right", fontsize=label_size)
+        ax.set_yticks(range(k), classes, fontsize=label_size)
+        ax.set_xlabel("predicted", fontsize=label_size + 1)
+        ax.set_ylabel("true", fontsize=label_size + 1)
+        ax.set_title(f"{title} {name}".strip(), fontsize=label_size + 2)
         hi = data.max() or 1
         for i in range(k):
             for j in range(k):
                 if data[i, j]:
-                    ax.text(j, i, fmt.format(data[i, j]), ha="center", va="center", fontsize=7,
+                    text = fmt.format(data[i, j]) if name == "counts" else f"{data[i, j]:.2f}".lstrip("0")
+                    ax.text(j, i, text, ha="center", va="center", fontsize=cell_size,
                             color="white" if data[i, j] > hi / 2 else "black")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
