@@ -116,7 +116,10 @@ def batch_labelling(model: Path, tmp: Path, n: int, workers: int | None) -> None
 
 
 def load_test(model: Path, photo: Path, clients: int, requests: int) -> None:
-    from wardrobe.inference.loadtest import run_load, server_in_subprocess
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the load tester lives with the tests
+    from loadtest import run_load, server_in_subprocess
 
     with server_in_subprocess(str(model)) as url:
         run_load(url, photo.read_bytes(), photo.name, clients=2, requests=10)  # warm-up

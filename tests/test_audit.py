@@ -342,3 +342,22 @@ def test_cv_warns_about_duplicates_once_not_per_fold(tmp_path, monkeypatch):
     assert len(dup) == (1 if apart else 0), said
     if apart:
         assert "identical photo in their fold's train split" in dup[0]
+
+
+def test_cleanlab_ranks_planted_label_errors_first():
+    """On out-of-fold probabilities of three classes, the five photos whose labels were flipped are
+    flagged, and cleanlab's label quality ranks them first."""
+    from wardrobe.audit.label_errors import find_label_errors, label_quality
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 40)
+    probs = np.full((120, 3), 0.05)
+    probs[np.arange(120), y] = 0.9
+    probs += rng.uniform(0, 0.05, probs.shape)
+    probs /= probs.sum(1, keepdims=True)
+    flipped = np.array([3, 17, 45, 80, 101])
+    given = y.copy()
+    given[flipped] = (y[flipped] + 1) % 3
+    mask = find_label_errors(probs, given)
+    assert set(np.nonzero(mask)[0]) == set(flipped.tolist())
+    assert set(np.argsort(label_quality(probs, given))[:5]) == set(flipped.tolist())

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
 import wardrobe
-from wardrobe.inference.loadtest import run_load, server_in_thread
+from loadtest import run_load, server_in_thread
 from wardrobe.inference.serve import Limits, create_app
 from conftest import shape_image
 

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from wardrobe.data.images import ImageLimits
-from wardrobe.inference.loadtest import server_in_subprocess, server_in_thread
+from loadtest import server_in_subprocess, server_in_thread
 from wardrobe.inference.serve import Limits, create_app
 from conftest import shape_image
 

@@ -1,5 +1,6 @@
 """A loopback load test for the service: N concurrent clients x M requests, bounded in count and
-time, with latency percentiles. Used by the test suite and by bench/serve_bench.py."""
+time, with latency percentiles. Used by the test suite and by bench/serve_bench.py; not part of the
+installed package."""
 
 from __future__ import annotations
 
