@@ -19,8 +19,9 @@ from wardrobe.models.heads import set_head
 from wardrobe.models.registry import create_backbone
 from wardrobe.training.augment import train_transform
 from wardrobe.training.config import fit_config
-from wardrobe.training.engine import ClassifierModule, loader
-from wardrobe.training.finetune import default_workers
+from wardrobe.settings import default_workers
+from wardrobe.training.datamodule import loader
+from wardrobe.training.module import ClassifierModule
 from wardrobe.training.losses import make_loss
 
 
@@ -43,7 +44,7 @@ class Speed(L.Callback):
 def measure(dataset, cfg, k, batches: int, workers: int) -> float:
     bb = create_backbone("efficientnet_lite0")
     model = set_head(bb.model, k).train()
-    module = ClassifierModule(model, k, cfg, make_loss("ce", np.array([0]), k, 0.1), batches)
+    module = ClassifierModule(model, k, cfg, make_loss("ce", np.array([0]), k, 0.1))
     speed = Speed(skip=3)  # the first batches include worker start-up
     trainer = L.Trainer(max_epochs=1, limit_train_batches=batches, limit_val_batches=0, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -57,7 +58,7 @@ def measure(dataset, cfg, k, batches: int, workers: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batches", type=int, default=30)
-    ap.add_argument("--workers", type=int, default=default_workers())
+    ap.add_argument("--workers", type=int, default=default_workers(training=True))
     args = ap.parse_args()
     print(f"machine: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, loader workers {args.workers}")
     ds = load_dataset("clothing-top10")

@@ -11,7 +11,7 @@ import torch
 
 from wardrobe.models.heads import set_head
 from wardrobe.models.registry import create_backbone
-from wardrobe.training.engine import stage_modules
+from wardrobe.models.stages import stage_modules
 
 
 def rate(name: str, size: int, frozen_stages: int = 0, channels_last: bool = True, steps: int = 3) -> float:

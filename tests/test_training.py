@@ -220,20 +220,24 @@ def test_val_ratio_zero_trains_on_every_photo_and_keeps_the_last_epoch(tiny, tmp
     assert (tmp_path / "cli" / "model.safetensors").is_file()
 
 
-def test_shorten_schedule_moves_the_end_of_one_cycle():
-    from wardrobe.training.engine import shorten_schedule
+def test_shortened_one_cycle_plan_ends_at_its_new_last_step():
+    from wardrobe.training.schedules import SchedulePlan
 
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=100, pct_start=0.1)
+    plan = SchedulePlan("onecycle", [1e-3], warmup_steps=10, total_steps=100)
+    sched = plan.build(opt)
     for _ in range(20):
         opt.step()
         sched.step()
-    assert shorten_schedule(sched, 40)
+    at_20 = opt.param_groups[0]["lr"]
+    short = plan.shortened(40)
+    sched = short.build(opt, next_step=20)
+    assert opt.param_groups[0]["lr"] < at_20  # the same step of a shorter descent: lower already
     for _ in range(19):
         opt.step()
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 / 25 / 1e4, rel=1e-3)  # the schedule's floor at step 39
-    assert not shorten_schedule(sched, 5)  # would end inside the warm-up: refused
+    assert plan.shortened(5) is None  # would end inside the warm-up: refused
 
 
 class _InterruptFold(L.Callback):

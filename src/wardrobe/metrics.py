@@ -12,6 +12,13 @@ from sklearn.metrics import (
 )
 
 
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Class probabilities from logits (rows), in float32: the one softmax of the package."""
+    z = np.asarray(logits, dtype=np.float32) / temperature
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
     """``y_true``: class indices into ``classes``; ``probs``: [N, len(classes)].
 

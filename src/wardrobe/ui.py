@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 from rich.console import Console
+from wardrobe.settings import quiet
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 console = Console(stderr=True, highlight=False)
@@ -13,14 +12,13 @@ results = Console(highlight=False)
 
 
 def progress(enabled: bool = True) -> Progress:
-    quiet = os.environ.get("WARDROBE_QUIET") == "1"
     return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=console, disable=quiet or not enabled, transient=False)
+                    console=console, disable=quiet() or not enabled, transient=False)
 
 
 def info(msg: str) -> None:
-    if os.environ.get("WARDROBE_QUIET") != "1":
+    if not quiet():
         console.print(msg)
 
 

@@ -32,6 +32,7 @@ from wardrobe.data.hashing import (
 )
 from wardrobe.data.images import ImageError
 from wardrobe.data.sources import Record
+from wardrobe.settings import default_workers
 from wardrobe.ui import progress
 
 THUMB_BYTES = THUMB_SIDE * THUMB_SIDE * 3
@@ -77,11 +78,6 @@ def scan_file(path: str) -> dict:
     rec["phash"] = phash
     rec["thumb"] = thumb.tobytes()
     return rec
-
-
-def default_workers() -> int:
-    # Same rule as the DataLoader's (wardrobe.data.loader), without importing torch for it.
-    return max(1, min(4, os.cpu_count() or 1))
 
 
 def iter_scan(paths: Sequence[str], workers: int | None = None, show_progress: bool = True,

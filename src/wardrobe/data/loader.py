@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from wardrobe.settings import default_workers
 from wardrobe.data.images import ImageError, load_image
 from wardrobe.transforms import Preprocess
 
@@ -29,7 +30,7 @@ class PhotoDataset(Dataset):
             return i, None, exc.reason
 
 
-def _collate(items):
+def collate_photos(items):
     ok = [(i, x) for i, x, err in items if err is None]
     errors = [(i, err) for i, _, err in items if err is not None]
     idx = torch.tensor([i for i, _ in ok], dtype=torch.long)
@@ -37,15 +38,11 @@ def _collate(items):
     return idx, pixels, errors
 
 
-def default_workers() -> int:
-    return max(1, min(4, (os.cpu_count() or 1)))
-
-
 def iter_pixel_batches(paths: Sequence[str | Path], preprocess: Preprocess, batch_size: int = 32,
                        workers: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, list]]:
     """Yields (indices into paths, uint8 NCHW pixels, [(index, reason) for files that failed])."""
     workers = default_workers() if workers is None else workers
     loader = DataLoader(PhotoDataset(paths, preprocess), batch_size=batch_size, shuffle=False,
-                        num_workers=workers if len(paths) > batch_size else 0, collate_fn=_collate,
+                        num_workers=workers if len(paths) > batch_size else 0, collate_fn=collate_photos,
                         persistent_workers=False, prefetch_factor=4 if workers and len(paths) > batch_size else None)
     yield from loader

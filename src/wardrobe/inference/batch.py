@@ -25,7 +25,8 @@ from typing import IO
 
 import numpy as np
 
-from wardrobe.data.loader import PhotoDataset, _collate, default_workers, iter_pixel_batches
+from wardrobe.data.loader import PhotoDataset, collate_photos, iter_pixel_batches
+from wardrobe.settings import default_workers, quiet
 from wardrobe.errors import WardrobeError
 from wardrobe.files import check_output_file
 from wardrobe.inference.classifier import Classifier
@@ -317,11 +318,11 @@ def _label_distributed(model, files, out, fmt, top_k, batch_size, workers, resum
                            output=str(out))
     workers = default_workers() if workers is None else workers
     loader = DataLoader(PhotoDataset(todo, clf.preprocess), batch_size=batch_size, shuffle=False,
-                        num_workers=workers, collate_fn=_collate)
+                        num_workers=workers, collate_fn=collate_photos)
     devices = int(devices) if str(devices).isdigit() else (devices or "auto")
     trainer = L.Trainer(accelerator=accelerator or "auto", devices=devices, strategy=strategy or "auto",
                         callbacks=[ShardWriter()], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=show_progress and os.environ.get("WARDROBE_QUIET") != "1",
+                        enable_progress_bar=show_progress and not quiet(),
                         enable_model_summary=False, use_distributed_sampler=True)
     t0 = time.perf_counter()
     with warnings.catch_warnings():

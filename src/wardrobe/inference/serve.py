@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import json
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal, Union
 
 import anyio
 import torch
@@ -37,13 +35,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi_offline import FastAPIOffline
 from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wardrobe.data import images as _images  # noqa: F401 - sets PIL's LOAD_TRUNCATED_IMAGES = False
 from wardrobe.data.images import DecodeBudget, ImageLimits, decode_failure_reason, decode_opened
+from wardrobe.inference.api_schema import ApiError, ErrorResponse, PredictResponse, error_body
 from wardrobe.inference.batch import make_row
 from wardrobe.inference.export import load_classifier, read_onnx_meta
+from wardrobe.inference.guard import Gauge, UploadGuard
 from wardrobe.models.modelfile import read_meta, resolve_model_path
 from wardrobe.ui import info
 from wardrobe.version import __version__
@@ -64,67 +63,6 @@ class Limits:
     upload_timeout_s: float = 60.0             # the whole body must arrive within this (408)
     decode_budget_bytes: int = 256 * 1024 * 1024  # decoded pixels across all requests at once
     batch_size: int = 16                       # photos per inference batch
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, filename: str | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.filename = status, code, message, filename
-
-
-def error_body(code: str, message: str, filename: str | None = None) -> dict:
-    return {"error": {"code": code, "message": message, "filename": filename}, "detail": message}
-
-
-# -- the response schema (OpenAPI) --------------------------------------------------------------
-class LabelProb(BaseModel):
-    label: str
-    prob: float
-
-
-class Prediction(BaseModel):
-    status: Literal["ok"] = "ok"
-    filename: str
-    label: str
-    prob: float
-    top_k: list[LabelProb]
-    width: int = Field(description="Width of the photo as labelled (EXIF orientation applied).")
-    height: int
-
-
-class FileErrorDetail(BaseModel):
-    code: str = Field(description="empty_file, unsupported_media_type, corrupt_image, too_many_pixels, "
-                                  "bad_aspect_ratio")
-    message: str
-
-
-class FileError(BaseModel):
-    status: Literal["error"] = "error"
-    filename: str
-    error: FileErrorDetail
-
-
-class ModelRef(BaseModel):
-    backbone: str | None
-    runtime: str
-
-
-class PredictResponse(BaseModel):
-    results: list[Annotated[Union[Prediction, FileError], Field(discriminator="status")]] = Field(
-        description="One entry per uploaded file, in order: a prediction or that file's error.")
-    model: ModelRef
-    seconds: float
-
-
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-    filename: str | None = None
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorDetail
-    detail: str
 
 
 def _size(file) -> int:
@@ -160,86 +98,6 @@ def decode_upload(file, filename: str, limits: Limits, min_side: int | None = No
     except Exception as exc:  # noqa: BLE001 - PIL's parsers raise many types on hostile input; none may be a 500
         raise ApiError(422, "corrupt_image", f"cannot decode image ({type(exc).__name__}: {str(exc)[:120]})",
                        filename) from None
-
-
-class _BodyRefused(Exception):
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-class Gauge:
-    """Requests in flight: counted by UploadGuard (one event loop, so no lock), shown by /healthz."""
-
-    active = 0
-
-
-class UploadGuard:
-    """ASGI middleware in front of every POST: a cap on requests in flight (503 at once past it),
-    and the body streamed on to the app within a byte limit (413) and a deadline (408). Nothing is
-    buffered here; the multipart parser spools large files to disk."""
-
-    def __init__(self, app, max_bytes: int, max_active: int, timeout_s: float, gauge: "Gauge"):
-        self.app, self.max_bytes, self.max_active, self.timeout_s = app, max_bytes, max_active, timeout_s
-        self.gauge = gauge
-
-    @staticmethod
-    async def _reply(send, status: int, code: str, message: str) -> None:
-        body = json.dumps(error_body(code, message)).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                   (b"connection", b"close")]
-        if status == 503:
-            headers.append((b"retry-after", b"1"))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
-            return await self.app(scope, receive, send)
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        too_big = f"request body larger than {self.max_bytes:,} bytes"
-        if length is not None and not length.isdigit():
-            return await self._reply(send, 400, "bad_request", "invalid Content-Length")
-        if length is not None and int(length) > self.max_bytes:
-            return await self._reply(send, 413, "payload_too_large", too_big)
-        if self.gauge.active >= self.max_active:
-            return await self._reply(send, 503, "busy", "too many requests in progress; retry shortly")
-        self.gauge.active += 1
-        deadline = time.monotonic() + self.timeout_s
-        total, refused, started = 0, None, False
-
-        async def guarded_receive():
-            nonlocal total, refused
-            with anyio.move_on_after(max(0.0, deadline - time.monotonic())) as scope_:
-                msg = await receive()
-            if scope_.cancelled_caught:
-                refused = _BodyRefused(408, "upload_timeout",
-                                       f"request body not received within {self.timeout_s:g} s")
-                raise refused
-            if msg["type"] == "http.request":
-                total += len(msg.get("body", b""))
-                if total > self.max_bytes:
-                    refused = _BodyRefused(413, "payload_too_large", too_big)
-                    raise refused
-            return msg
-
-        async def guarded_send(msg):
-            nonlocal started
-            if refused is not None:  # the app answered a body it could not read: answer for it
-                if msg["type"] == "http.response.start" and not started:
-                    started = True
-                    await self._reply(send, refused.status, refused.code, refused.message)
-                return
-            started = started or msg["type"] == "http.response.start"
-            await send(msg)
-
-        try:
-            await self.app(scope, guarded_receive, guarded_send)
-        except _BodyRefused as exc:
-            if not started:
-                await self._reply(send, exc.status, exc.code, exc.message)
-        finally:
-            self.gauge.active -= 1
 
 
 def _runtime_name(runner) -> str:

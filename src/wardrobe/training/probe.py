@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import numpy as np
@@ -9,7 +10,14 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
+from wardrobe.data.sources import Dataset
+from wardrobe.errors import WardrobeError
+from wardrobe.metrics import compute_metrics, softmax
 from wardrobe.models.heads import head_linear, set_head, signed_sqrt_np
+from wardrobe.models.registry import create_backbone
+from wardrobe.training.embeddings import extract_embeddings
+from wardrobe.training.runfolder import RunResult
+from wardrobe.ui import info, warn
 
 DEFAULT_CS = (0.003, 0.01, 0.03, 0.1, 0.3)
 DEFAULT_HEAD = "sqrt_linear"
@@ -78,3 +86,49 @@ def attach_head(model: torch.nn.Module, w: np.ndarray, b: np.ndarray, head: str)
         head.weight.copy_(torch.from_numpy(w))
         head.bias.copy_(torch.from_numpy(b))
     return model.eval()
+
+
+def train_probe(ds: Dataset, model: str, batch_size: int, workers: int | None, runtime: str, cs, head: str,
+                use_cache: bool, show_progress: bool, noise: float = 0.0, seed: int = 0) -> RunResult:
+    """Embeddings of every train and validation photo from the frozen backbone (cached), then the
+    logistic regression whose C has the best validation log-loss. ``noise``: the regression also sees
+    embeddings of a copy of each training photo with Gaussian pixel noise of that sigma."""
+    backbone = create_backbone(model, pretrained=True)
+    train_recs, val_recs = ds.split("train"), ds.split("validation")
+    recs = train_recs + val_recs
+    feats, errors, stats = extract_embeddings([r.path for r in recs], backbone, batch_size, workers, runtime,
+                                              use_cache=use_cache, show_progress=show_progress)
+    for i, reason in sorted(errors.items()):
+        ds.skipped.add(recs[i].path, reason)  # raises under --strict
+    if errors:
+        warn(f"{len(errors)} photos could not be used: " + ds.skipped.summary())
+    index = {c: i for i, c in enumerate(ds.classes)}
+    ok = np.array([i not in errors for i in range(len(recs))], dtype=bool)
+    y = np.array([index[r.label] for r in recs])
+    n_tr = len(train_recs)
+    tr, va = ok & (np.arange(len(recs)) < n_tr), ok & (np.arange(len(recs)) >= n_tr)
+    empty = [c for c in ds.classes if not (y[tr] == index[c]).any()]
+    if empty:
+        raise WardrobeError(f"{ds.name}: class {', '.join(map(repr, empty))} has no usable training photo")
+    hf = head_features(feats, head)
+    x_fit, y_fit = hf[tr], y[tr]
+    if noise:
+        train_paths = [r.path for r, good in zip(train_recs, ok[:n_tr]) if good]
+        noisy, noisy_errors, noisy_stats = extract_embeddings(
+            train_paths, backbone, batch_size, workers, runtime, use_cache=use_cache,
+            show_progress=show_progress, noise=noise, noise_seed=seed)
+        keep = np.array([i not in noisy_errors for i in range(len(train_paths))], dtype=bool)
+        x_fit = np.concatenate([x_fit, head_features(noisy, head)[keep]])
+        y_fit = np.concatenate([y_fit, y[tr][keep]])
+        stats = {**stats, "noisy": noisy_stats}
+    t_fit = time.perf_counter()
+    w, b, search = fit_linear_probe(x_fit, y_fit, hf[va], y[va], len(ds.classes), cs=cs, seed=seed)
+    fit_seconds = time.perf_counter() - t_fit
+    metrics = compute_metrics(y[va], softmax(hf[va] @ w.T + b), ds.classes)
+    info(f"validation accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['f1_macro']:.4f} "
+         f"(C={search['C']}, {int(tr.sum())} training photos)")
+    return RunResult(attach_head(backbone.model, w, b, head), backbone, backbone.preprocess, head,
+                     {"head": {"type": head, "fit": "logistic_regression", "C_grid": list(cs), **search},
+                      "noise": noise},
+                     metrics, {"train": int(tr.sum()), "validation": int(va.sum())},
+                     timings={"fit_seconds": round(fit_seconds, 2), "embeddings": stats})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from wardrobe.errors import WardrobeError
@@ -18,6 +19,22 @@ MARKER = ".wardrobe-partial"  # inside a staging folder: wardrobe made it and ma
 # The files by which a folder is recognised as a wardrobe run folder.
 RUN_FILES = ("model.safetensors", "config.json", "metrics.json", "checkpoints", "cv.json", "cv_fold.json",
              "leaderboard.json", MARKER)
+
+
+@dataclass
+class RunResult:
+    """What a training mode hands the run-folder writer (``wardrobe.training.train.write_run``)."""
+    model: object            # the classifier network, head attached
+    backbone: object         # wardrobe.models.registry.Backbone
+    preprocess: object       # wardrobe.transforms.Preprocess the model expects
+    head: str                # "linear" or "sqrt_linear"
+    config: dict             # the mode's own section of config.json: {"fit": ...} or {"head": ..., "noise": ...}
+    metrics: dict            # validation metrics ({} without a validation split)
+    counts: dict             # photos used: {"train": n, "validation": n}
+    epochs: list = field(default_factory=list)   # one row per epoch (probe: none)
+    best_epoch: int | None = None
+    overfitting: bool = False
+    timings: dict = field(default_factory=dict)  # mode-specific timings beside total_seconds
 
 
 def partial_dir(out: Path) -> Path:

@@ -1,0 +1,102 @@
+"""The LightningDataModule of fine-tuning and training from scratch: photos decoded once into the
+pixel cache (``prepare_data``), train and validation datasets with their augmentation and sampler
+(``setup``), and their loaders."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from wardrobe.data.pixelcache import CachedPhotos, DecodedPhotos, PixelCache, digests_for
+from wardrobe.data.sources import Dataset
+from wardrobe.errors import WardrobeError
+from wardrobe.settings import default_workers
+from wardrobe.training.augment import eval_transform, train_transform
+from wardrobe.training.config import FitConfig
+from wardrobe.transforms import Preprocess
+from wardrobe.ui import warn
+
+
+class PhotoDataModule(L.LightningDataModule):
+    def __init__(self, ds: Dataset, cfg: FitConfig, pre: Preprocess, show_progress: bool = True):
+        super().__init__()
+        self.ds, self.cfg, self.pre, self.show_progress = ds, cfg, pre, show_progress
+        self.records = ds.split("train") + ds.split("validation")
+        self.n_train = len(ds.split("train"))
+        index = {c: i for i, c in enumerate(ds.classes)}
+        self.labels = np.array([index[r.label] for r in self.records])
+        self.workers = default_workers(training=True) if cfg.workers is None else cfg.workers
+        self.cache = PixelCache(pre.resize_to, pre.interpolation, pre.resize_mode) if cfg.use_pixel_cache else None
+        self.train_ids: list[int] = []
+        self.val_ids: list[int] = []
+
+    def _fill(self) -> dict[int, str]:
+        """{record index: reason} for photos that cannot be used; decodes what is not cached yet."""
+        paths = [r.path for r in self.records]
+        digests = digests_for(paths)
+        self.digests = digests
+        if self.cache is None:
+            return {}
+        return self.cache.fill(paths, digests, workers=self.cfg.workers, show_progress=self.show_progress)
+
+    def prepare_data(self) -> None:
+        self._fill()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_ids:
+            return
+        errors = self._fill()  # every photo is cached by now: this only reads the cache's index
+        for i, reason in sorted(errors.items()):
+            self.ds.skipped.add(self.records[i].path, reason)
+        if errors:
+            warn(f"{len(errors)} photos could not be used: {self.ds.skipped.summary()}")
+        keep = [i for i in range(len(self.records)) if i not in errors]
+        self.train_ids = [i for i in keep if i < self.n_train]
+        self.val_ids = [i for i in keep if i >= self.n_train]
+        k = len(self.ds.classes)
+        missing = [c for j, c in enumerate(self.ds.classes) if not (self.labels[self.train_ids] == j).any()]
+        if missing:
+            raise WardrobeError(f"{self.ds.name}: class {', '.join(map(repr, missing))} has no usable training photo")
+        self.train_set = self._dataset(self.train_ids, train_transform(self.cfg.augment, self.pre, self.cfg.train_size))
+        self.val_set = self._dataset(self.val_ids, eval_transform(self.pre)) if self.val_ids else None
+        self.sampler = make_sampler(self.labels[self.train_ids], k, self.cfg)
+
+    def _dataset(self, ids: list[int], transform):
+        if self.cache is not None:
+            return CachedPhotos(self.cache, [self.digests[i] for i in ids], self.labels[ids], transform)
+        return DecodedPhotos([self.records[i].path for i in ids], self.labels[ids], self.pre.resize_to, transform,
+                             self.pre.interpolation, self.pre.resize_mode)
+
+    def train_dataloader(self) -> DataLoader:
+        return loader(self.train_set, self.cfg.batch_size, self.workers, shuffle=True, sampler=self.sampler)
+
+    def val_dataloader(self):
+        # No validation split (--val-ratio 0): every photo trains and the last epoch is the model.
+        return loader(self.val_set, max(self.cfg.batch_size, 64), self.workers) if self.val_set is not None else []
+
+    @property
+    def train_labels(self) -> np.ndarray:
+        return self.labels[self.train_ids]
+
+    @property
+    def val_labels(self) -> np.ndarray:
+        return self.labels[self.val_ids]
+
+
+def make_sampler(labels: np.ndarray, num_classes: int, cfg: FitConfig):
+    """Class-balanced sampling (each class equally likely), or --balance N: N draws per class per epoch."""
+    if cfg.sampler == "none" and not cfg.balance:
+        return None
+    counts = np.bincount(labels, minlength=num_classes)
+    weights = 1.0 / counts[labels]
+    n = cfg.balance * int((counts > 0).sum()) if cfg.balance else len(labels)
+    return WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), num_samples=n, replacement=True,
+                                 generator=torch.Generator().manual_seed(cfg.seed))
+
+
+def loader(dataset, batch_size: int, workers: int, shuffle: bool = False, sampler=None) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      num_workers=workers, persistent_workers=workers > 0, drop_last=False,
+                      pin_memory=torch.cuda.is_available())

@@ -1,0 +1,120 @@
+"""The LightningModule: a classifier network, its loss, metrics, stage freezing and optimiser."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from wardrobe.models.heads import head_linear
+from wardrobe.models.stages import stage_modules, trainable_stages
+from wardrobe.training.config import FitConfig
+from wardrobe.training.losses import make_loss
+from wardrobe.training.schedules import SchedulePlan
+
+
+class ClassifierModule(L.LightningModule):
+    def __init__(self, model: nn.Module, num_classes: int, cfg: FitConfig, loss: nn.Module | None = None):
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.loss_fn = loss  # None: made in setup() from the datamodule's training labels
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.train_f1 = MulticlassF1Score(num_classes, average="macro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_f1 = MulticlassF1Score(num_classes, average="macro")
+        self.head_params = list(head_linear(model).parameters())
+        head_ids = {id(p) for p in self.head_params}
+        self.backbone_params = [p for p in model.parameters() if id(p) not in head_ids]
+        self.final_trainable = trainable_stages(model, cfg.trainable)
+        self.schedule_plan: SchedulePlan | None = None
+
+    def setup(self, stage: str) -> None:
+        if self.loss_fn is None:
+            cfg = self.cfg
+            self.loss_fn = make_loss(cfg.loss, self.trainer.datamodule.train_labels, self.num_classes,
+                                     cfg.label_smoothing, cfg.focal_gamma)
+
+    # -- freezing -------------------------------------------------------------------------------
+    def frozen_stages(self, epoch: int) -> list[nn.Module]:
+        """Head-only during the first ``head_epochs`` epochs, then the configured stages; the
+        stages left out are frozen (no gradients, batch-norm statistics kept)."""
+        active = [] if epoch < self.cfg.head_epochs else self.final_trainable
+        active_ids = {id(p) for m in active for p in m.parameters()}
+        frozen = []
+        for stage in stage_modules(self.model):
+            on = any(id(p) in active_ids for p in stage.parameters())
+            for p in stage.parameters():
+                p.requires_grad_(on)
+            if not on:
+                frozen.append(stage)
+        return frozen
+
+    def on_train_epoch_start(self) -> None:
+        for m in self.frozen_stages(self.current_epoch):
+            m.eval()
+
+    # -- steps ----------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        # Channels-last: 1.45x faster training steps for Lite0 on this machine's CPU (bench/finetune_speed.py).
+        self.model.to(memory_format=torch.channels_last)
+
+    def forward(self, x):
+        return self.model(x.contiguous(memory_format=torch.channels_last))
+
+    def training_step(self, batch, _):
+        x, y = batch
+        logits = self(x)
+        loss = self.loss_fn(logits, y)
+        self.train_acc(logits.detach(), y)
+        self.train_f1(logits.detach(), y)
+        n = len(y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=n)
+        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=n)
+        self.log("train_f1_macro", self.train_f1, on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    def validation_step(self, batch, _):
+        x, y = batch
+        logits = self(x)
+        self.val_acc(logits, y)
+        self.val_f1(logits, y)
+        n = len(y)
+        self.log("val_loss", nn.functional.cross_entropy(logits, y), on_epoch=True, sync_dist=True, batch_size=n)
+        self.log("val_acc", self.val_acc, on_epoch=True, batch_size=n)
+        self.log("val_f1_macro", self.val_f1, on_epoch=True, prog_bar=True, batch_size=n)
+
+    # -- optimisation ---------------------------------------------------------------------------
+    def configure_optimizers(self):
+        cfg = self.cfg
+        lr_bb = cfg.lr * cfg.backbone_lr_mult
+        groups = [{"params": self.head_params, "lr": cfg.lr}, {"params": self.backbone_params, "lr": lr_bb}]
+        if cfg.optimizer == "adamw":
+            opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        else:
+            opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                  nesterov=True)
+        if cfg.scheduler in ("onecycle", "cosine"):
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            warmup = int(cfg.warmup_epochs * total / max(1, self.trainer.max_epochs))
+            self.schedule_plan = SchedulePlan(cfg.scheduler, [cfg.lr, lr_bb], warmup, total)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": self.schedule_plan.build(opt), "interval": "step"}}
+        if cfg.scheduler == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.3, patience=1)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_f1_macro",
+                                                       "interval": "epoch"}}
+        return opt
+
+    def reschedule(self, total_steps: int) -> bool:
+        """End the learning-rate schedule at ``total_steps`` instead of where it was planned: the
+        scheduler is built again for the shorter plan, at the step training has reached. False when
+        there is no such schedule or its warm-up would not finish."""
+        plan = self.schedule_plan.shortened(total_steps) if self.schedule_plan else None
+        if plan is None:
+            return False
+        config = self.trainer.lr_scheduler_configs[0]
+        config.scheduler = plan.build(self.trainer.optimizers[0], next_step=self.trainer.global_step)
+        self.schedule_plan = plan
+        return True

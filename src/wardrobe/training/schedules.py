@@ -1,0 +1,53 @@
+"""Learning-rate schedules as a plan that can be rebuilt: when the time budget shortens training,
+the schedule is built again for the new length at the step training has reached, so it still
+anneals to its floor at the new last step instead of being cut off near its peak."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
+
+
+class CosineWithWarmup:
+    """Linear warm-up, then half a cosine to zero at ``total`` steps (a picklable lr_lambda, so its
+    plan travels in checkpoints)."""
+
+    def __init__(self, warmup: int, total: int):
+        self.warmup, self.total = warmup, total
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))))
+
+
+@dataclass
+class SchedulePlan:
+    kind: str  # onecycle | cosine
+    max_lrs: list[float]
+    warmup_steps: int
+    total_steps: int
+
+    def __post_init__(self):
+        # one-cycle: the step its warm-up ends on stays put when the plan is shortened
+        pct = max(0.01, min(0.5, self.warmup_steps / self.total_steps))
+        self.warm_end = pct * self.total_steps
+
+    def build(self, opt: torch.optim.Optimizer, next_step: int = 0) -> LRScheduler:
+        """The scheduler for this plan, positioned so that the next optimizer step is ``next_step``."""
+        last = next_step - 1
+        if self.kind == "onecycle":
+            return OneCycleLR(opt, max_lr=self.max_lrs, total_steps=self.total_steps,
+                              pct_start=self.warm_end / self.total_steps, last_epoch=last)
+        return LambdaLR(opt, CosineWithWarmup(self.warmup_steps, self.total_steps), last_epoch=last)
+
+    def shortened(self, total_steps: int) -> "SchedulePlan | None":
+        """This plan ending at ``total_steps``; None when the warm-up would not finish."""
+        if self.kind == "onecycle" and total_steps - 1 <= self.warm_end - 1:
+            return None
+        plan = SchedulePlan(self.kind, self.max_lrs, self.warmup_steps, total_steps)
+        plan.warm_end = self.warm_end
+        return plan
