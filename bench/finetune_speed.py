@@ -17,12 +17,12 @@ from wardrobe.data import load_dataset
 from wardrobe.data.pixelcache import CachedPhotos, DecodedPhotos, PixelCache, digests_for
 from wardrobe.models.heads import set_head
 from wardrobe.models.registry import create_backbone
+from wardrobe.settings import default_workers
 from wardrobe.training.augment import train_transform
 from wardrobe.training.config import fit_config
-from wardrobe.settings import default_workers
 from wardrobe.training.datamodule import loader
-from wardrobe.training.module import ClassifierModule
 from wardrobe.training.losses import make_loss
+from wardrobe.training.module import ClassifierModule
 
 
 class Speed(L.Callback):

@@ -17,7 +17,8 @@ import numpy as np
 os.environ.setdefault("WARDROBE_QUIET", "1")
 
 from wardrobe.data import load_dataset  # noqa: E402
-from wardrobe.inference.export import calibration_photos, export_model, load_classifier  # noqa: E402
+from wardrobe.inference.classifier import Classifier  # noqa: E402
+from wardrobe.inference.export import calibration_photos, export_model  # noqa: E402
 
 
 def main(models: list[str]) -> None:
@@ -26,12 +27,12 @@ def main(models: list[str]) -> None:
     for model in models:
         with tempfile.TemporaryDirectory() as d:
             fp32 = export_model(model, Path(d) / "fp32.onnx")
-            ref = load_classifier(fp32).predict_proba(paths, show_progress=False)[0].argmax(1)
+            ref = Classifier.load(fp32).predict_proba(paths, show_progress=False)[0].argmax(1)
             print(f"{model}: fp32 {fp32.stat().st_size / 1e6:.1f} MB, {len(paths)} validation photos")
             for scheme in ("weights", "dynamic", "static"):
                 out = export_model(model, Path(d) / f"{scheme}.onnx", int8=True, scheme=scheme,
                                    calibrate=calib if scheme == "static" else None)
-                top1 = load_classifier(out).predict_proba(paths, show_progress=False)[0].argmax(1)
+                top1 = Classifier.load(out).predict_proba(paths, show_progress=False)[0].argmax(1)
                 print(f"  int8 {scheme:8s} {out.stat().st_size / 1e6:5.1f} MB  top-1 agreement with fp32 "
                       f"{np.mean(top1 == ref):.4f}", flush=True)
 

@@ -8,7 +8,6 @@ Every other photo gets one edited copy (re-encoded, resized, cropped 2-6% per si
 or all four); a found pair is right when both photos come from the same original.
 """
 
-import os
 import sys
 from itertools import combinations
 from pathlib import Path

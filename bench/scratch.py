@@ -13,7 +13,6 @@ import time
 import wardrobe
 from wardrobe.data import load_dataset
 
-
 # Epochs per network so that the one-cycle schedule anneals inside the budget: a run cut by the time
 # guard halfway through its schedule never reaches a low learning rate. AlexNet (57M parameters, most
 # in its fully connected layers) runs ~28 train images/s here, so 8 epochs fit; with that few epochs

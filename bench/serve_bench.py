@@ -31,7 +31,8 @@ def latency(model: Path, tmp: Path, photo: Path, runs: int, rounds: int = 6) -> 
     each with whichever phase it happened to get. p50/p95 over all its calls; the spread of its
     per-round p50 shows the drift."""
     from wardrobe.data.images import load_image
-    from wardrobe.inference.export import calibration_photos, export_model, load_classifier
+    from wardrobe.inference.classifier import Classifier
+    from wardrobe.inference.export import calibration_photos, export_model
 
     exports = {}
     for name, scheme in (("fp32", None), ("int8 weights", "weights"), ("int8 static", "static"),
@@ -40,7 +41,7 @@ def latency(model: Path, tmp: Path, photo: Path, runs: int, rounds: int = 6) -> 
         calib = calibration_photos("clothing-top10", 128) if scheme == "static" else None
         onnx = export_model(model, tmp / f"{name.replace(' ', '-')}.onnx", int8=scheme is not None, scheme=scheme,
                             calibrate=calib)
-        clf = load_classifier(onnx)
+        clf = Classifier.load(onnx)
         pixels = clf.preprocess.pixels(load_image(photo, min_side=clf.preprocess.resize_to))[None]
         for _ in range(20):
             clf.probs_from_pixels(pixels)

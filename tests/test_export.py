@@ -10,16 +10,18 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import real_data_root, shape_image
 from typer.testing import CliRunner
 
 import wardrobe
 from wardrobe.cli import app
 from wardrobe.data.images import load_image
 from wardrobe.errors import WardrobeError
-from wardrobe.inference.export import export_model, load_classifier, read_onnx_meta
+from wardrobe.inference.classifier import Classifier
+from wardrobe.inference.export import export_model
+from wardrobe.inference.onnxfile import read_onnx_meta
 from wardrobe.models.modelfile import load_model
 from wardrobe.transforms import Preprocess
-from conftest import real_data_root, shape_image
 
 runner = CliRunner()
 
@@ -62,6 +64,18 @@ def test_fp32_probabilities_match_pytorch(trained_run, shapes_dir, exported):
     assert np.allclose(probs.sum(1), 1.0, atol=1e-5)
 
 
+def test_every_entry_point_takes_an_onnx_file(trained_run, shapes_dir, exported):
+    """Classifier.load, wardrobe.predict and wardrobe.evaluate accept an export as the CLI does."""
+    import wardrobe
+
+    fp32, _ = exported
+    photo = sorted((shapes_dir / "triangle").glob("*.jpg"))[0]
+    assert Classifier.load(fp32).predict([photo])[0]["label"] == "triangle"
+    assert wardrobe.predict(fp32, [photo])[0]["label"] == "triangle"
+    m = wardrobe.evaluate(fp32, shapes_dir, show_progress=False)
+    assert m["accuracy"] == wardrobe.evaluate(trained_run, shapes_dir, show_progress=False)["accuracy"]
+
+
 def test_numpy_normalisation_equals_torch():
     # the ONNX path normalises in NumPy (no torch op before ONNX Runtime): the same float32 values
     pre = Preprocess(input_size=32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
@@ -101,7 +115,7 @@ def test_same_padding_is_fixed_at_export(tmp_path):
 def test_int8_export_is_smaller_and_predicts_the_shapes(trained_run, shapes_dir, exported):
     from onnx import numpy_helper
 
-    from wardrobe.inference.export import dequantized_bytes
+    from wardrobe.inference.onnxfile import dequantized_bytes
 
     fp32, int8 = exported
     assert int8.stat().st_size < 0.5 * fp32.stat().st_size  # int8 weights: about a quarter of the bytes
@@ -124,11 +138,11 @@ def test_int8_export_is_smaller_and_predicts_the_shapes(trained_run, shapes_dir,
     assert (folded.argmax(1) == ref.argmax(1)).all()
     assert dequantized_bytes(fp32) is None
     paths = sorted(shapes_dir.rglob("*.jpg"))
-    clf8 = load_classifier(int8)
+    clf8 = Classifier.load(int8)
     rows = clf8.predict(paths, top_k=2)
     assert [r["label"] for r in rows] == [p.parent.name for p in paths]
     # the exported fp32 file gives what the model file gives
-    a = load_classifier(fp32).predict_proba(paths, show_progress=False, workers=0)[0]
+    a = Classifier.load(fp32).predict_proba(paths, show_progress=False, workers=0)[0]
     b = wardrobe.Classifier.load(trained_run, runtime="torch").predict_proba(paths, show_progress=False, workers=0)[0]
     assert np.abs(a - b).max() < 1e-4
 
@@ -139,7 +153,7 @@ def test_dynamic_int8_scheme(trained_run, shapes_dir, tmp_path):
     ops = [n.op_type for n in onnx.load(str(out)).graph.node]
     assert "ConvInteger" in ops and "MatMulInteger" not in ops  # backbone in int8, the linear head in float
     paths = sorted(shapes_dir.rglob("*.jpg"))
-    assert [r["label"] for r in load_classifier(out).predict(paths)] == [p.parent.name for p in paths]
+    assert [r["label"] for r in Classifier.load(out).predict(paths)] == [p.parent.name for p in paths]
     with pytest.raises(WardrobeError, match="--int8-scheme"):
         export_model(trained_run, tmp_path / "e.onnx", int8=True, scheme="int4")
     with pytest.raises(WardrobeError, match="needs --calibrate"):
@@ -163,7 +177,7 @@ def test_static_int8_calibrated_on_photos(trained_run, shapes_dir, tmp_path):
     n_float = round(len(convs) / 3)
     assert not any(int8_weights[:n_float]) and any(int8_weights[n_float:]), int8_weights
     paths = sorted(shapes_dir.rglob("*.jpg"))
-    assert [r["label"] for r in load_classifier(out).predict(paths)] == [p.parent.name for p in paths]
+    assert [r["label"] for r in Classifier.load(out).predict(paths)] == [p.parent.name for p in paths]
     with pytest.raises(WardrobeError, match="int8"):
         export_model(trained_run, tmp_path / "x.onnx", calibrate=photos)
 
@@ -192,9 +206,9 @@ def test_export_errors_are_one_line(trained_run, tmp_path):
     foreign = tmp_path / "foreign.onnx"
     foreign.write_bytes(b"\x08\x07not really onnx")
     with pytest.raises(WardrobeError, match="foreign.onnx"):
-        load_classifier(foreign)
+        Classifier.load(foreign)
     with pytest.raises(WardrobeError, match="ONNX Runtime only"):
-        load_classifier(tmp_path / "m.onnx", runtime="torch")
+        Classifier.load(tmp_path / "m.onnx", runtime="torch")
 
 
 @pytest.mark.slow
@@ -208,8 +222,8 @@ def test_int8_top1_agrees_with_fp32_on_clothing_top10_validation(tmp_path_factor
     int8 = export_model(run, run / "model.int8.onnx", int8=True)
     paths = [r.path for r in load_dataset("clothing-top10").split("validation")]
     assert len(paths) == 341
-    p32, e32 = load_classifier(fp32).predict_proba(paths, show_progress=False)
-    p8, e8 = load_classifier(int8).predict_proba(paths, show_progress=False)
+    p32, e32 = Classifier.load(fp32).predict_proba(paths, show_progress=False)
+    p8, e8 = Classifier.load(int8).predict_proba(paths, show_progress=False)
     assert not e32 and not e8
     agree = float((p32.argmax(1) == p8.argmax(1)).mean())
     print(f"int8 vs fp32 top-1 agreement on {len(paths)} validation photos: {agree:.4f}")

@@ -13,8 +13,9 @@ from sklearn.metrics import (
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Class probabilities from logits (rows), in float32: the one softmax of the package."""
-    z = np.asarray(logits, dtype=np.float32) / temperature
+    """Class probabilities from logits (rows) divided by ``temperature``: the one softmax of the
+    package (float64, so temperature fitting sees no rounding)."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from rich.console import Console
-from wardrobe.settings import quiet
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from wardrobe.settings import quiet
 
 console = Console(stderr=True, highlight=False)
 # Results (tables) go to standard output, so they can be redirected apart from progress and warnings.

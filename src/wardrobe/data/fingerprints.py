@@ -9,7 +9,6 @@ pixels, so memory grows by well under a kilobyte per photo however large the cat
 from __future__ import annotations
 
 import io
-import os
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence

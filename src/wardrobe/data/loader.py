@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from wardrobe.settings import default_workers
 from wardrobe.data.images import ImageError, load_image
+from wardrobe.settings import default_workers
 from wardrobe.transforms import Preprocess
 
 

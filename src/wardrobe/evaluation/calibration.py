@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from wardrobe.errors import WardrobeError
-from wardrobe.models.modelfile import read_meta, resolve_model_path
+from wardrobe.metrics import softmax
+from wardrobe.models.modelfile import update_meta
 
 ECE_BINS = 15
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
 
 
 def reliability_bins(probs: np.ndarray, y_true: np.ndarray, bins: int = ECE_BINS) -> list[dict]:
@@ -109,16 +101,7 @@ def plot_reliability(probs: np.ndarray, y_true: np.ndarray, path: Path, title: s
 
 def store_temperature(model_path: str | Path, temperature: float, fitted_on: dict | None = None) -> Path:
     """Rewrite the model file with this temperature in its description (weights untouched)."""
-    from safetensors.torch import load_file, save_file  # heavy: safetensors, only when rewriting a model file
-
-
-    path = resolve_model_path(model_path)
-    meta = read_meta(path)
-    meta["temperature"] = float(temperature)
+    changes = {"temperature": float(temperature)}
     if fitted_on:
-        meta["calibration"] = fitted_on
-    state = load_file(str(path))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(state, str(tmp), metadata={"wardrobe": json.dumps(meta)})
-    tmp.replace(path)
-    return path
+        changes["calibration"] = fitted_on
+    return update_meta(model_path, changes)

@@ -26,7 +26,7 @@ from wardrobe.evaluation.plots import plot_confusion, write_confusion_csv
 from wardrobe.evaluation.report import table, write_report
 from wardrobe.files import is_secondary_process
 from wardrobe.inference.classifier import Classifier
-from wardrobe.metrics import compute_metrics
+from wardrobe.metrics import compute_metrics, softmax
 from wardrobe.models.heads import _classifier_path
 from wardrobe.models.modelfile import load_model, resolve_model_path
 from wardrobe.models.registry import create_backbone
@@ -82,7 +82,7 @@ def fold_probabilities(model_path: Path, paths: list, batch_size: int = 32, work
             probs = np.full((len(paths), len(meta["classes"])), np.nan, dtype=np.float32)
             with torch.no_grad():
                 logits = head(torch.from_numpy(np.nan_to_num(feats[good]))).double()
-            probs[good] = torch.softmax(logits / float(meta.get("temperature", 1.0)), 1).numpy()
+            probs[good] = softmax(logits.numpy(), float(meta.get("temperature", 1.0)))
             return probs, errors
     clf = Classifier.load(model_path, runtime=runtime)
     return clf.predict_proba(paths, batch_size, workers, show_progress, "out-of-fold")

@@ -19,14 +19,13 @@ from wardrobe.evaluation.calibration import (
     nll,
     plot_reliability,
     reliability_bins,
-    softmax,
     store_temperature,
 )
 from wardrobe.evaluation.plots import plot_confusion, write_confusion_csv
 from wardrobe.evaluation.report import write_report
 from wardrobe.evaluation.robustness import robustness as robustness_test
 from wardrobe.inference.classifier import Classifier
-from wardrobe.metrics import compute_metrics
+from wardrobe.metrics import compute_metrics, softmax
 from wardrobe.models.modelfile import resolve_model_path
 from wardrobe.ui import info, warn
 

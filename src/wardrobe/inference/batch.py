@@ -26,12 +26,12 @@ from typing import IO
 import numpy as np
 
 from wardrobe.data.loader import PhotoDataset, collate_photos, iter_pixel_batches
-from wardrobe.settings import default_workers, quiet
 from wardrobe.errors import WardrobeError
 from wardrobe.files import check_output_file
 from wardrobe.inference.classifier import Classifier
-from wardrobe.inference.export import load_classifier
 from wardrobe.inference.predict import expand_paths
+from wardrobe.metrics import softmax
+from wardrobe.settings import default_workers, quiet
 from wardrobe.ui import info, progress
 
 FORMATS = ("csv", "jsonl", "json")
@@ -194,7 +194,7 @@ def label_photos(model, inputs: list[str | Path], output: str | Path | None = No
     out = Path(output).expanduser() if output else None
     fmt = guess_format(out, fmt)
     # The model first: a wrong model file is the error to report, whatever the photos are.
-    clf = model if not isinstance(model, (str, Path)) else load_classifier(model, runtime=runtime, tta=tta)
+    clf = model if not isinstance(model, (str, Path)) else Classifier.load(model, runtime=runtime, tta=tta)
     if out is not None:
         check_output_file(out, fmt, overwrite, resume)
     files = [str(p) for p in expand_paths(inputs)]
@@ -279,10 +279,10 @@ def _label_distributed(model, files, out, fmt, top_k, batch_size, workers, resum
                 x = clf.preprocess.normalize(pixels.cpu()).to(self.device)
                 if clf.tta:
                     x = torch.cat([x, torch.flip(x, dims=[3])])
-                p = torch.softmax(self.net(x).float() / clf.temperature, dim=1)
+                p = softmax(self.net(x).float().cpu().numpy(), clf.temperature)
                 if clf.tta:
                     p = 0.5 * (p[: len(idx)] + p[len(idx):])
-                probs = p.cpu().numpy()
+                probs = p.astype(np.float32)
             return idx.cpu(), probs, bad
 
     class ShardWriter(BasePredictionWriter):

@@ -12,15 +12,18 @@ from PIL import Image, ImageOps
 from wardrobe.data.cache import file_digest
 from wardrobe.data.images import ImageError, _to_rgb, load_image
 from wardrobe.data.loader import iter_pixel_batches
+from wardrobe.errors import WardrobeError
+from wardrobe.inference.onnxfile import OnnxFileRunner, read_onnx_meta
+from wardrobe.metrics import softmax
 from wardrobe.models.modelfile import load_model, resolve_model_path
-from wardrobe.models.runtime import make_runner
+from wardrobe.models.runtime import make_runner, resolve_runtime
 from wardrobe.transforms import Preprocess
 from wardrobe.ui import progress
 
 
 class Classifier:
-    def __init__(self, model: torch.nn.Module, meta: dict, runtime: str = "auto", key: dict | None = None,
-                 tta: bool = False):
+    def __init__(self, model: torch.nn.Module | None, meta: dict, runtime: str = "auto", key: dict | None = None,
+                 tta: bool = False, runner=None):
         self.model = model
         self.tta = tta  # test-time augmentation: average the photo and its mirror image
         self.meta = meta
@@ -29,13 +32,30 @@ class Classifier:
         self.temperature = float(meta.get("temperature", 1.0))
         self._key = key or {"model": id(model)}
         self._runtime = runtime
-        self._runner = None
+        self._runner = runner  # None: made on first use from the model (ONNX Runtime or PyTorch)
 
     @classmethod
     def load(cls, path: str | Path, runtime: str = "auto", tta: bool = False) -> "Classifier":
-        path = resolve_model_path(path)
-        model, meta = load_model(path)
-        return cls(model, meta, runtime, key={"model_file": file_digest(path)}, tta=tta)
+        """A run folder, a model file (.safetensors) or an exported .onnx file."""
+        p = Path(path).expanduser()
+        if p.suffix.lower() == ".onnx":
+            return cls._load_onnx(p, runtime, tta)
+        p = resolve_model_path(p)
+        model, meta = load_model(p)
+        return cls(model, meta, runtime, key={"model_file": file_digest(p)}, tta=tta)
+
+    @classmethod
+    def _load_onnx(cls, p: Path, runtime: str, tta: bool) -> "Classifier":
+        if runtime == "torch":
+            raise WardrobeError(f"{p}: an exported ONNX file runs in ONNX Runtime only; drop --runtime torch "
+                                "or pass the run folder")
+        resolve_runtime("onnx")  # one clear line when onnxruntime is missing
+        meta = read_onnx_meta(p)
+        try:
+            runner = OnnxFileRunner(p, quantization=meta["quantization"])
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own types on a bad graph
+            raise WardrobeError(f"{p}: ONNX Runtime cannot load this file ({str(exc).splitlines()[0][:200]})") from None
+        return cls(None, meta, runtime="onnx", key={"onnx_file": file_digest(p)}, tta=tta, runner=runner)
 
     @property
     def runner(self):
@@ -51,9 +71,7 @@ class Classifier:
         if self.tta:
             x = np.concatenate([x, x[..., ::-1]])
         logits = np.asarray(self.runner(torch.from_numpy(np.ascontiguousarray(x))), dtype=np.float32)
-        z = logits / self.temperature
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        probs = e / e.sum(axis=1, keepdims=True)
+        probs = softmax(logits, self.temperature)
         if self.tta:
             probs = 0.5 * (probs[: len(pixels)] + probs[len(pixels):])
         return probs.astype(np.float32)

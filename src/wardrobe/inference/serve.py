@@ -41,8 +41,9 @@ from wardrobe.data import images as _images  # noqa: F401 - sets PIL's LOAD_TRUN
 from wardrobe.data.images import DecodeBudget, ImageLimits, decode_failure_reason, decode_opened
 from wardrobe.inference.api_schema import ApiError, ErrorResponse, PredictResponse, error_body
 from wardrobe.inference.batch import make_row
-from wardrobe.inference.export import load_classifier, read_onnx_meta
+from wardrobe.inference.classifier import Classifier
 from wardrobe.inference.guard import Gauge, UploadGuard
+from wardrobe.inference.onnxfile import read_onnx_meta
 from wardrobe.models.modelfile import read_meta, resolve_model_path
 from wardrobe.ui import info
 from wardrobe.version import __version__
@@ -170,7 +171,7 @@ class Service:
 def load_service_model(model: str | Path, runtime: str = "auto"):
 
     p = Path(model).expanduser()
-    clf = load_classifier(p, runtime=runtime)
+    clf = Classifier.load(p, runtime=runtime)
     meta = read_onnx_meta(p) if p.suffix.lower() == ".onnx" else read_meta(resolve_model_path(p))
     return clf, meta
 

@@ -7,6 +7,7 @@ safetensors stores tensors and strings only, so loading a model never unpickles 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from importlib import metadata
@@ -43,6 +44,8 @@ def build_classifier(arch: str, num_classes: int, head: str = "linear") -> torch
 
 
 def save_model(path: str | Path, model: torch.nn.Module, meta: dict) -> Path:
+    """Write a model file: the network's weights and its description (``meta``: arch, classes,
+    preprocess, and whatever else the training mode records), with the format and versions added."""
     path = Path(path)
     if path.is_dir() or path.suffix == "":
         path = path / MODEL_FILENAME
@@ -52,11 +55,25 @@ def save_model(path: str | Path, model: torch.nn.Module, meta: dict) -> Path:
     for required in ("arch", "classes", "preprocess"):
         if required not in full:
             raise ValueError(f"model metadata needs '{required}'")
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp), metadata={"wardrobe": json.dumps(full)})
-    tmp.replace(path)
+    _write(path, {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}, full)
     return path
+
+
+def update_meta(path: str | Path, changes: dict) -> Path:
+    """Rewrite a model file's description with ``changes`` (calibration's temperature, say); the
+    weights are copied unchanged."""
+    path = resolve_model_path(path)
+    meta = read_meta(path)
+    meta.update(changes)
+    _write(path, load_file(str(path)), meta)
+    return path
+
+
+def _write(path: Path, state: dict, meta: dict) -> None:
+    # beside the file and renamed over it: an interrupted write never leaves half a model file
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file(state, str(tmp), metadata={"wardrobe": json.dumps(meta)})
+    tmp.replace(path)
 
 
 def resolve_model_path(path: str | Path) -> Path:
