@@ -12,13 +12,13 @@ import sys
 from collections import Counter
 
 import pytest
+from conftest import SHAPES, shape_image
 from typer.testing import CliRunner
 
 from wardrobe.cli import app
 from wardrobe.errors import WardrobeError
-from wardrobe.inference import batch
 from wardrobe.inference.batch import label_photos
-from conftest import SHAPES, shape_image
+from wardrobe.inference.rows import RowWriter
 
 runner = CliRunner()
 FAST = dict(workers=0, show_progress=False)
@@ -50,14 +50,14 @@ def _expected(path: str) -> str | None:
 def test_csv_rows_stream_out_batch_by_batch(trained_run, photos, tmp_path, monkeypatch):
     out = tmp_path / "labels.csv"
     seen_on_disk = []
-    original = batch.RowWriter.write
+    original = RowWriter.write
 
     def spy(self, rows):
         original(self, rows)
         # what a reader of the file sees right after each batch: rows already flushed
         seen_on_disk.append(len(out.read_text().splitlines()) - 1)
 
-    monkeypatch.setattr(batch.RowWriter, "write", spy)
+    monkeypatch.setattr(RowWriter, "write", spy)
     s = label_photos(trained_run, [photos], out, batch_size=5, **FAST)
     assert (s.written, s.failed, s.total) == (22, 1, 22)
     assert seen_on_disk == [5, 10, 15, 20, 22]  # written as each batch finished, not at the end

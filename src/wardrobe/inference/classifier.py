@@ -14,6 +14,7 @@ from wardrobe.data.images import ImageError, _to_rgb, load_image
 from wardrobe.data.loader import iter_pixel_batches
 from wardrobe.errors import WardrobeError
 from wardrobe.inference.onnxfile import OnnxFileRunner, read_onnx_meta
+from wardrobe.inference.rows import make_row
 from wardrobe.metrics import softmax
 from wardrobe.models.modelfile import load_model, resolve_model_path
 from wardrobe.models.runtime import make_runner, resolve_runtime
@@ -111,12 +112,7 @@ class Classifier:
             probs[[i for i, _ in chunk]] = self.probs_from_pixels(pixels)
         for i, img in enumerate(images):
             name = getattr(img, "filename", None) or ("<image>" if isinstance(img, Image.Image) else str(img))
-            if i in errors:
-                results[i] = {"path": name, "label": None, "prob": None, "top_k": [], "error": errors[i]}
-                continue
-            order = np.argsort(-probs[i])[:top_k]
-            top = [(self.classes[c], float(probs[i, c])) for c in order]
-            results[i] = {"path": name, "label": top[0][0], "prob": top[0][1], "top_k": top, "error": None}
+            results[i] = make_row(name, None if i in errors else probs[i], self.classes, top_k, errors.get(i))
         return results
 
 

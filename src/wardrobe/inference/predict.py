@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import glob
 import io
-import json
 from pathlib import Path
 
 from wardrobe.data.images import is_image_file
 from wardrobe.data.sources import iter_images
 from wardrobe.errors import WardrobeError
 from wardrobe.inference.classifier import Classifier
+from wardrobe.inference.rows import FORMATS, RowWriter
 
 
 def expand_paths(inputs: list[str | Path]) -> list[Path]:
@@ -50,21 +49,11 @@ def predict(model: str | Path | Classifier, paths: list[str | Path], top_k: int 
 
 
 def format_rows(rows: list[dict], fmt: str, top_k: int) -> str:
-    if fmt == "json":
-        return json.dumps([{"path": r["path"], "label": r["label"], "prob": r["prob"],
-                            "top_k": [{"label": l, "prob": p} for l, p in r["top_k"]], "error": r["error"]}
-                           for r in rows], indent=2) + "\n"
-    if fmt != "csv":
-        raise WardrobeError(f"--format must be csv or json, not '{fmt}'")
+    """Rows as one CSV, JSONL or JSON text, written as ``wardrobe predict`` streams them."""
+    if fmt not in FORMATS:
+        raise WardrobeError(f"--format must be one of {', '.join(FORMATS)}, not '{fmt}'")
     buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["path", *[f"{k}{i}" for i in range(1, top_k + 1) for k in ("label_", "prob_")], "error"])
-    for r in rows:
-        cells = []
-        for i in range(top_k):
-            if i < len(r["top_k"]):
-                cells += [r["top_k"][i][0], f"{r['top_k'][i][1]:.6f}"]
-            else:
-                cells += ["", ""]
-        w.writerow([r["path"], *cells, r["error"] or ""])
+    writer = RowWriter(buf, fmt, top_k, fresh=True)
+    writer.write(rows)
+    writer.close()
     return buf.getvalue()

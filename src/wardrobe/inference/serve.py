@@ -40,10 +40,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from wardrobe.data import images as _images  # noqa: F401 - sets PIL's LOAD_TRUNCATED_IMAGES = False
 from wardrobe.data.images import DecodeBudget, ImageLimits, decode_failure_reason, decode_opened
 from wardrobe.inference.api_schema import ApiError, ErrorResponse, PredictResponse, error_body
-from wardrobe.inference.batch import make_row
 from wardrobe.inference.classifier import Classifier
 from wardrobe.inference.guard import Gauge, UploadGuard
 from wardrobe.inference.onnxfile import read_onnx_meta
+from wardrobe.inference.rows import make_row
 from wardrobe.models.modelfile import read_meta, resolve_model_path
 from wardrobe.ui import info
 from wardrobe.version import __version__
