@@ -11,6 +11,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Container, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +100,19 @@ class EmbeddingCache:
         os.replace(tmp, self.dir / f"{name}.npz")
         self._pending_feats.clear()
         self._pending_bad.clear()
+
+
+def triage(paths: Sequence[str | Path], digests: Sequence[str | None], cached: Container[str],
+           bad: Mapping[str, str]) -> tuple[list[int], dict[int, str]]:
+    """The one cache lookup: (indices of photos still to compute, {index: reason} for photos that
+    are unreadable now or failed when they were cached). Indices in ``cached`` are neither."""
+    todo: list[int] = []
+    errors: dict[int, str] = {}
+    for i, d in enumerate(digests):
+        if d is None:
+            errors[i] = unreadable_reason(paths[i])
+        elif d in bad:
+            errors[i] = bad[d]
+        elif d not in cached:
+            todo.append(i)
+    return todo, errors

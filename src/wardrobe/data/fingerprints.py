@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from wardrobe.data.cache import EmbeddingCache, file_digest, unreadable_reason
+from wardrobe.data.cache import EmbeddingCache, file_digest, triage
 from wardrobe.data.hashing import (
     HASH_KIND,
     STRICT_PHASH_THRESHOLD,
@@ -134,19 +134,11 @@ def fingerprints(paths: Sequence[str | Path], workers: int | None = None, show_p
     digests = [file_digest(p) for p in paths]
     phashes: list[int | None] = [None] * n
     thumbs = np.zeros((n, THUMB_BYTES), dtype=np.uint8)
-    errors: dict[int, str] = {}
-    todo = []
+    todo, errors = triage(paths, digests, cache.feats, cache.bad)
     for i, d in enumerate(digests):
-        if d is None:
-            errors[i] = unreadable_reason(paths[i])
-        elif d in cache.feats:
-            ph, th = _from_vector(cache.feats[d])
-            phashes[i] = ph
+        if d in cache.feats:
+            phashes[i], th = _from_vector(cache.feats[d])
             thumbs[i] = np.frombuffer(th, dtype=np.uint8)
-        elif d in cache.bad:
-            errors[i] = cache.bad[d]
-        else:
-            todo.append(i)
     if todo:
         for i, rec in zip(todo, iter_scan([str(paths[i]) for i in todo], workers, show_progress, "fingerprints")):
             remember(cache, rec)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from wardrobe.data.cache import cache_dir, file_digest, unreadable_reason
+from wardrobe.data.cache import cache_dir, file_digest, triage
 from wardrobe.data.images import load_image
 from wardrobe.data.loader import iter_pixel_batches
 from wardrobe.transforms import Preprocess
@@ -61,15 +61,7 @@ class PixelCache:
     def fill(self, paths: Sequence[str | Path], digests: Sequence[str | None], batch_size: int = 64,
              workers: int | None = None, show_progress: bool = True) -> dict[int, str]:
         """Decode whatever is not cached yet. Returns {index into paths: reason} for bad files."""
-        errors: dict[int, str] = {}
-        todo = []
-        for i, d in enumerate(digests):
-            if d is None:
-                errors[i] = unreadable_reason(paths[i])
-            elif d in self.bad:
-                errors[i] = self.bad[d]
-            elif d not in self.index:
-                todo.append(i)
+        todo, errors = triage(paths, digests, self.index, self.bad)
         todo = list({digests[i]: i for i in todo}.values())  # one decode per distinct content
         if not todo:
             return errors

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wardrobe.data.cache import EmbeddingCache, file_digest, unreadable_reason
+from wardrobe.data.cache import EmbeddingCache, file_digest, triage
 from wardrobe.data.loader import iter_pixel_batches
 from wardrobe.models.registry import Backbone
 from wardrobe.models.runtime import make_runner
@@ -44,19 +44,12 @@ def extract_embeddings(paths: Sequence[str | Path], backbone: Backbone, batch_si
     n = len(paths)
     dim = backbone.num_features
     out = np.full((n, dim), np.nan, dtype=np.float32)
-    errors: dict[int, str] = {}
     cache = EmbeddingCache(embedding_cache_key(backbone, noise, noise_seed)) if use_cache else None
     digests = [file_digest(p) for p in paths]
-    todo: list[int] = []
+    todo, errors = triage(paths, digests, cache.feats if cache else {}, cache.bad if cache else {})
     for i, d in enumerate(digests):
-        if d is None:
-            errors[i] = unreadable_reason(paths[i])
-        elif cache is not None and d in cache.feats:
+        if cache is not None and d in cache.feats:
             out[i] = cache.feats[d]
-        elif cache is not None and d in cache.bad:
-            errors[i] = cache.bad[d]
-        else:
-            todo.append(i)
     hits = n - len(todo) - sum(1 for i in errors if digests[i] is None)
     if todo:
         what = f"noisy (sigma {noise}) " if noise else ""
