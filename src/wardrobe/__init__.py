@@ -1,12 +1,30 @@
-"""wardrobe: from folders of clothing photos to accurate, fast image classifiers."""
+"""wardrobe: from folders of clothing photos to accurate, fast image classifiers.
 
-from wardrobe.data import DataOptions, load_dataset
+The API below is imported on first use (PEP 562), so `import wardrobe.cli` and `wardrobe --help`
+do not pay for torch, timm and Lightning until a command needs them.
+"""
+
+from importlib import import_module
+
 from wardrobe.errors import WardrobeError
-from wardrobe.evaluation import bench, compare, cross_validate, evaluate
-from wardrobe.inference import Classifier, predict
-from wardrobe.inference.batch import label_photos
-from wardrobe.training import train
 from wardrobe.version import __version__
 
-__all__ = ["Classifier", "DataOptions", "WardrobeError", "evaluate", "load_dataset", "predict", "train"]
-__all__ += ["__version__", "bench", "compare", "cross_validate", "label_photos"]
+_API = {
+    "Classifier": "wardrobe.inference", "DataOptions": "wardrobe.data", "bench": "wardrobe.evaluation",
+    "compare": "wardrobe.evaluation", "cross_validate": "wardrobe.evaluation", "evaluate": "wardrobe.evaluation",
+    "label_photos": "wardrobe.inference.batch", "load_dataset": "wardrobe.data", "predict": "wardrobe.inference",
+    "train": "wardrobe.training",
+}
+__all__ = ["WardrobeError", "__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        value = getattr(import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'wardrobe' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -9,7 +9,7 @@ import os
 import re
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -163,69 +163,12 @@ def audit(data: str | Path, out: str | Path, options: AuditOptions | None = None
         rows_by_path[os.path.normpath(r.path)].append(r)
     paths = list(rows_by_path)
     info(f"{ds.name}: auditing {len(ds.records)} labelled photos ({len(paths)} files)")
-    cache = hash_cache()
-    thumbs = np.zeros((len(paths), THUMB_BYTES), dtype=np.uint8)
-    phashes: list[int | None] = [None] * len(paths)
-    digests: list[str | None] = [None] * len(paths)
-    unreadable, modes, orientation, sizes = [], Counter(), [], []
-    colour = {"grayscale": [], "cmyk": [], "alpha": [], "sixteen_bit": [], "palette": []}
-    for i, rec in enumerate(iter_scan(paths, o.workers, o.show_progress)):
-        remember(cache, rec)
-        digests[i] = rec.get("digest")
-        first = rows_by_path[paths[i]][0]
-        if "mode" in rec:
-            modes[rec["mode"]] += 1
-            m = rec["mode"]
-            if m in GREY_MODES:
-                colour["grayscale"].append(paths[i])
-            if m == "CMYK":
-                colour["cmyk"].append(paths[i])
-            if m == "P":
-                colour["palette"].append(paths[i])
-            if rec.get("alpha"):
-                colour["alpha"].append(paths[i])
-            if m in SIXTEEN_BIT_MODES or rec.get("sixteen_bit"):
-                colour["sixteen_bit"].append(paths[i])
-        if rec.get("orientation"):
-            orientation.append({"path": paths[i], "orientation": rec["orientation"]})
-        if "error" in rec:
-            unreadable.append({**_member(first), "reason": rec["error"]})
-            continue
-        w, h = rec["width"], rec["height"]
-        if rec.get("orientation") in (5, 6, 7, 8):
-            w, h = h, w  # sizes as the photo is shown, after its EXIF rotation
-        sizes.append((i, w, h, rec["bytes"]))
-        phashes[i] = rec["phash"]
-        thumbs[i] = np.frombuffer(rec["thumb"], dtype=np.uint8)
-    cache.flush()
-
-    size_findings = _size_findings(sizes, paths)
+    scan = _scan(paths, rows_by_path, o)
     counts = ds.class_counts()
     class_counts = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-    splits = Counter(r.split or "none" for r in ds.records)
-
     duplicate_rows = [{"path": p, "rows": len(rs), "labels": sorted({r.label for r in rs})}
                       for p, rs in rows_by_path.items() if len(rs) > 1]
-    # Exact duplicates: identical bytes, whether in one file named by several rows or in several files.
-    by_digest: dict[str, list[int]] = defaultdict(list)
-    for i, d in enumerate(digests):
-        if d is not None:
-            by_digest[d].append(i)
-    exact_groups = []
-    for d, idx in by_digest.items():
-        if len(idx) > 1:
-            exact_groups.append(_group([r for i in idx for r in rows_by_path[paths[i]]], digest=d))
-    exact_groups.sort(key=lambda g: (not g["spans_splits"], not g["conflicting_labels"], -len(g["members"])))
-
-    # Near duplicates among distinct contents: one representative per digest.
-    reps = [idx[0] for idx in by_digest.values() if phashes[idx[0]] is not None]
-    near_groups = []
-    if reps:
-        pairs = near_pairs([phashes[i] for i in reps], thumbs[reps], o.phash_threshold, o.thumb_similarity)
-        for g in groups_from_pairs(len(reps), pairs):
-            files = [i for k in g for i in by_digest[digests[reps[k]]]]
-            near_groups.append(_group([r for i in files for r in rows_by_path[paths[i]]]))
-    near_groups.sort(key=lambda g: (not g["spans_splits"], not g["conflicting_labels"], -len(g["members"])))
+    exact_groups, near_groups = _duplicates(paths, rows_by_path, scan, o)
 
     result: dict = {
         "dataset": {"name": ds.name, "source": ds.description, "labelled_rows": len(ds.records),
@@ -233,26 +176,23 @@ def audit(data: str | Path, out: str | Path, options: AuditOptions | None = None
         "classes": {"counts": class_counts, "n_classes": len(counts),
                     "imbalance_ratio": round(max(counts.values()) / max(min(counts.values()), 1), 3),
                     "histogram": "class_histogram.png"},
-        "splits": dict(splits),
+        "splits": dict(Counter(r.split or "none" for r in ds.records)),
         **src,
-        "unreadable": unreadable,
+        "unreadable": scan.unreadable,
         "duplicate_rows": duplicate_rows,
         "labels": labels,
-        "sizes": size_findings,
-        "colour_modes": {"counts": dict(modes), **colour},
-        "exif_orientation": orientation,
+        "sizes": _size_findings(scan.sizes, paths),
+        "colour_modes": {"counts": dict(scan.modes), **scan.colour},
+        "exif_orientation": scan.orientation,
         "exact_duplicates": _dup_section(exact_groups, {"rule": "identical bytes (blake2b digest)"}),
         "near_duplicates": _dup_section(near_groups, {"rule": f"pHash within {o.phash_threshold} bits and 8x8 "
                                                               f"thumbnail similarity >= {o.thumb_similarity}"}),
     }
     if o.embeddings:
-
-        readable = [i for i in range(len(paths)) if phashes[i] is not None]
+        readable = [i for i in range(len(paths)) if scan.phashes[i] is not None]
         result.update(embedding_findings([rows_by_path[paths[i]][0] for i in readable], o))
     result["summary"] = _counts_summary(result)
     result["seconds"] = round(time.perf_counter() - t0, 2)
-
-
     plot_class_histogram(class_counts, out / "class_histogram.png", ds.name)
     if write_clean is not None:
         result["clean"] = write_clean_manifest(ds, result, Path(write_clean), drop_label_errors)
@@ -262,6 +202,75 @@ def audit(data: str | Path, out: str | Path, options: AuditOptions | None = None
     info(f"wrote {out / 'audit.json'} and {out / 'audit.html'} ({time.perf_counter() - t0:.1f} s): "
          + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in result["summary"].items() if v))
     return result
+
+
+@dataclass
+class _Scan:
+    """What one pass over the files found: per file its digest, pHash and thumbnail, and the
+    colour, orientation and size findings."""
+    digests: list
+    phashes: list
+    thumbs: np.ndarray
+    unreadable: list = field(default_factory=list)
+    modes: Counter = field(default_factory=Counter)
+    orientation: list = field(default_factory=list)
+    sizes: list = field(default_factory=list)
+    colour: dict = field(default_factory=lambda: {k: [] for k in ("grayscale", "cmyk", "alpha", "sixteen_bit",
+                                                                    "palette")})
+
+
+def _scan(paths: list[str], rows_by_path: dict, o: AuditOptions) -> _Scan:
+    cache = hash_cache()
+    scan = _Scan([None] * len(paths), [None] * len(paths), np.zeros((len(paths), THUMB_BYTES), dtype=np.uint8))
+    for i, rec in enumerate(iter_scan(paths, o.workers, o.show_progress)):
+        remember(cache, rec)
+        scan.digests[i] = rec.get("digest")
+        if "mode" in rec:
+            _colour(scan, paths[i], rec)
+        if rec.get("orientation"):
+            scan.orientation.append({"path": paths[i], "orientation": rec["orientation"]})
+        if "error" in rec:
+            scan.unreadable.append({**_member(rows_by_path[paths[i]][0]), "reason": rec["error"]})
+            continue
+        w, h = rec["width"], rec["height"]
+        if rec.get("orientation") in (5, 6, 7, 8):
+            w, h = h, w  # sizes as the photo is shown, after its EXIF rotation
+        scan.sizes.append((i, w, h, rec["bytes"]))
+        scan.phashes[i] = rec["phash"]
+        scan.thumbs[i] = np.frombuffer(rec["thumb"], dtype=np.uint8)
+    cache.flush()
+    return scan
+
+
+def _colour(scan: _Scan, path: str, rec: dict) -> None:
+    m = rec["mode"]
+    scan.modes[m] += 1
+    for kind, hit in (("grayscale", m in GREY_MODES), ("cmyk", m == "CMYK"), ("palette", m == "P"),
+                      ("alpha", rec.get("alpha")), ("sixteen_bit", m in SIXTEEN_BIT_MODES or rec.get("sixteen_bit"))):
+        if hit:
+            scan.colour[kind].append(path)
+
+
+def _duplicates(paths: list[str], rows_by_path: dict, scan: _Scan, o: AuditOptions) -> tuple[list, list]:
+    """(exact groups, near groups), those spanning splits or with conflicting labels first."""
+    # Exact duplicates: identical bytes, whether in one file named by several rows or in several files.
+    by_digest: dict[str, list[int]] = defaultdict(list)
+    for i, d in enumerate(scan.digests):
+        if d is not None:
+            by_digest[d].append(i)
+    exact = [_group([r for i in idx for r in rows_by_path[paths[i]]], digest=d)
+             for d, idx in by_digest.items() if len(idx) > 1]
+    # Near duplicates among distinct contents: one representative per digest.
+    reps = [idx[0] for idx in by_digest.values() if scan.phashes[idx[0]] is not None]
+    near = []
+    if reps:
+        pairs = near_pairs([scan.phashes[i] for i in reps], scan.thumbs[reps], o.phash_threshold, o.thumb_similarity)
+        for g in groups_from_pairs(len(reps), pairs):
+            files = [i for k in g for i in by_digest[scan.digests[reps[k]]]]
+            near.append(_group([r for i in files for r in rows_by_path[paths[i]]]))
+    for groups in (exact, near):
+        groups.sort(key=lambda g: (not g["spans_splits"], not g["conflicting_labels"], -len(g["members"])))
+    return exact, near
 
 
 def _dup_section(groups: list[dict], extra: dict) -> dict:

@@ -170,23 +170,12 @@ def cross_validate(data: str | Path, out: str | Path, folds: int = 5, seed: int 
         fingerprint = _fold_fingerprint(data, folds, seed, k, [paths[i] for i in tr], [paths[i] for i in va],
                                         {"batch_size": batch_size, **train_options}, opts)
         state = _fold_state(fold_dir, fingerprint) if resume else "new"
-        if state == "done":
-            info(f"fold {k}/{folds}: finished by an earlier run, reused ({fold_dir})")
-            m = json.loads((fold_dir / "metrics.json").read_text())
-            model_path = resolve_model_path(fold_dir)
-        else:
-            info(f"fold {k}/{folds}: train {len(tr)}, validation {len(va)}"
-                 + (" - continuing from its last checkpoint" if state == "started" else ""))
-            fold_dir.mkdir(parents=True, exist_ok=True)
-            (fold_dir / FOLD_MARKER).write_text(json.dumps({"state": "started", "fingerprint": fingerprint}))
-            result = train(data, fold_dir, data_options=DataOptions(**opts.to_dict()), seed=seed, batch_size=batch_size,
-                           workers=workers, runtime=runtime, show_progress=show_progress, splits=assignment,
-                           warn_leakage=False, resume=state == "started", overwrite=True, **train_options)
-            m = result.metrics
-            if not m:  # a non-zero rank of a multi-process run
-                return {}
-            model_path = result.model_path
-            (fold_dir / FOLD_MARKER).write_text(json.dumps({"state": "done", "fingerprint": fingerprint}))
+        m, model_path = _fold_run(data, fold_dir, state, fingerprint, f"{k}/{folds}", len(tr), len(va),
+                                  dict(data_options=DataOptions(**opts.to_dict()), seed=seed, batch_size=batch_size,
+                                       workers=workers, runtime=runtime, show_progress=show_progress,
+                                       splits=assignment, **train_options))
+        if not m:  # a non-zero rank of a multi-process run
+            return {}
         cm = np.array(m["confusion_matrix"])
         write_confusion_csv(cm, m["classes"], fold_dir / "confusion_matrix.csv")
         plot_confusion(cm, m["classes"], fold_dir / "confusion_matrix.png", title=f"fold {k}")
@@ -210,25 +199,45 @@ def cross_validate(data: str | Path, out: str | Path, folds: int = 5, seed: int 
     _write_tables(out, fold_rows, agg)
     np.save(out / "out_of_fold_probs.npy", oof)
     if report:
-
-        summary_rows = [[KEY_NAMES[k], f"{agg[k]['mean']:.4f} ± {agg[k]['std']:.4f}"] for k in CV_KEYS]
-        folds_html = table(["fold", "train", "validation", *(KEY_NAMES[k] for k in CV_KEYS), "seconds"],
-                           [[r["fold"], r["n_train"], r["n_validation"], *(r[k] for k in CV_KEYS), r["seconds"]]
-                            for r in fold_rows])
-        note = ('<p class="note">Per-class table, confusion matrix, calibration and gallery below pool the '
-                'out-of-fold predictions: every photo predicted by the model that did not train on it.</p>')
-        calib = None
-
-        calib = calibration_summary(oof[ok], y[ok])
-        plot_reliability(oof[ok], y[ok], out / "reliability.png", title=f"{ds.name} out-of-fold")
-        write_report(out / "report.html", f"{folds}-fold cross-validation on {ds.name}", pooled, y[ok], oof[ok],
-                     [p for p, g in zip(paths, ok) if g], class_counts=dict(sorted(ds.class_counts().items())),
-                     run_dir=out / "fold-1", calibration=calib, reliability_png=out / "reliability.png",
-                     extra=[("folds", "Folds", note + folds_html)],
-                     summary_rows=[[f"{r[0]} (mean ± std over folds)", r[1]] for r in summary_rows]
-                     + [["pooled out-of-fold accuracy", pooled["accuracy"]], ["photos", len(paths)]])
+        _write_cv_report(out, ds, paths, folds, fold_rows, agg, pooled, oof[ok], y[ok], ok)
     info(f"wrote {out / 'cv.json'}, cv.csv, cv.md" + (", report.html" if report else ""))
     return result
+
+
+def _fold_run(data, fold_dir: Path, state: str, fingerprint: str, which: str, n_train: int, n_val: int,
+              train_kwargs: dict) -> tuple[dict, Path | None]:
+    """One fold's (metrics, model path): reused when an earlier run finished it, else trained
+    (continued from its checkpoint when ``state`` is "started")."""
+    if state == "done":
+        info(f"fold {which}: finished by an earlier run, reused ({fold_dir})")
+        return json.loads((fold_dir / "metrics.json").read_text()), resolve_model_path(fold_dir)
+    info(f"fold {which}: train {n_train}, validation {n_val}"
+         + (" - continuing from its last checkpoint" if state == "started" else ""))
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    (fold_dir / FOLD_MARKER).write_text(json.dumps({"state": "started", "fingerprint": fingerprint}))
+    result = train(data, fold_dir, warn_leakage=False, resume=state == "started", overwrite=True, **train_kwargs)
+    if result.metrics:
+        (fold_dir / FOLD_MARKER).write_text(json.dumps({"state": "done", "fingerprint": fingerprint}))
+    return result.metrics, result.model_path
+
+
+def _write_cv_report(out: Path, ds, paths: list[str], folds: int, fold_rows: list[dict], agg: dict, pooled: dict,
+                     probs: np.ndarray, y: np.ndarray, ok: np.ndarray) -> None:
+    """report.html of a CV: its per-class table, confusion matrix, calibration and gallery pool the
+    out-of-fold predictions."""
+    summary_rows = [[KEY_NAMES[k], f"{agg[k]['mean']:.4f} ± {agg[k]['std']:.4f}"] for k in CV_KEYS]
+    folds_html = table(["fold", "train", "validation", *(KEY_NAMES[k] for k in CV_KEYS), "seconds"],
+                       [[r["fold"], r["n_train"], r["n_validation"], *(r[k] for k in CV_KEYS), r["seconds"]]
+                        for r in fold_rows])
+    note = ('<p class="note">Per-class table, confusion matrix, calibration and gallery below pool the '
+            'out-of-fold predictions: every photo predicted by the model that did not train on it.</p>')
+    plot_reliability(probs, y, out / "reliability.png", title=f"{ds.name} out-of-fold")
+    write_report(out / "report.html", f"{folds}-fold cross-validation on {ds.name}", pooled, y, probs,
+                 [p for p, g in zip(paths, ok) if g], class_counts=dict(sorted(ds.class_counts().items())),
+                 run_dir=out / "fold-1", calibration=calibration_summary(probs, y),
+                 reliability_png=out / "reliability.png", extra=[("folds", "Folds", note + folds_html)],
+                 summary_rows=[[f"{r[0]} (mean ± std over folds)", r[1]] for r in summary_rows]
+                 + [["pooled out-of-fold accuracy", pooled["accuracy"]], ["photos", len(paths)]])
 
 
 def _write_tables(out: Path, rows: list[dict], agg: dict) -> None:

@@ -17,22 +17,18 @@ import json
 import os
 import sys
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-import numpy as np
 
-from wardrobe.data.loader import PhotoDataset, collate_photos, iter_pixel_batches
+from wardrobe.data.loader import iter_pixel_batches
 from wardrobe.errors import WardrobeError
 from wardrobe.files import check_output_file
 from wardrobe.inference.classifier import Classifier
 from wardrobe.inference.predict import expand_paths
 from wardrobe.inference.rows import FORMATS, RowWriter, csv_header, make_row
-from wardrobe.metrics import softmax
-from wardrobe.settings import default_workers, quiet
 from wardrobe.ui import info, progress
 
 
@@ -200,101 +196,10 @@ def iter_rows(clf, paths: list[str], top_k: int, batch_size: int = 32,
 # --- several devices: Lightning's predict loop, one shard per rank -------------------------------------------
 
 
-def _label_distributed(model, files, out, fmt, top_k, batch_size, workers, resume, tta, limit, show_progress,
-                       devices, strategy, accelerator) -> BatchSummary:
-    import lightning as L  # heavy: Lightning, only when training or predicting on devices
-    import torch  # heavy: torch, only on this path
-    from lightning.pytorch.callbacks import (
-        BasePredictionWriter,  # heavy: Lightning, only when training or predicting on devices
-    )
-    from torch.utils.data import DataLoader  # heavy: torch, only on this path
+def _label_distributed(*args) -> BatchSummary:
+    from wardrobe.inference.distributed import label_distributed  # heavy: Lightning, only with --devices
 
-
-    if out is None:
-        raise WardrobeError("--devices/--strategy need --output FILE (each rank writes a shard beside it)")
-    if isinstance(model, (str, Path)) and Path(model).suffix.lower() == ".onnx":
-        raise WardrobeError(f"{model}: --devices runs the PyTorch model; pass the run folder or model file")
-    clf = model if isinstance(model, Classifier) else Classifier.load(model, runtime="torch", tta=tta)
-    top_k = max(1, min(top_k, len(clf.classes)))
-    shard_dir = out.with_name(out.name + ".shards")
-
-    class PredictModule(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net = clf.model
-
-        def predict_step(self, batch, batch_idx):
-            idx, pixels, bad = batch
-            probs = None
-            if len(idx):
-                x = clf.preprocess.normalize(pixels.cpu()).to(self.device)
-                if clf.tta:
-                    x = torch.cat([x, torch.flip(x, dims=[3])])
-                p = softmax(self.net(x).float().cpu().numpy(), clf.temperature)
-                if clf.tta:
-                    p = 0.5 * (p[: len(idx)] + p[len(idx):])
-                probs = p.astype(np.float32)
-            return idx.cpu(), probs, bad
-
-    class ShardWriter(BasePredictionWriter):
-        """Each rank appends its rows (with their input index) to its own JSONL shard."""
-
-        def __init__(self):
-            super().__init__(write_interval="batch")
-            self.stream = None
-
-        def setup(self, trainer, pl_module, stage):
-            shard_dir.mkdir(parents=True, exist_ok=True)
-            self.stream = (shard_dir / f"rank-{trainer.global_rank}.jsonl").open("w", encoding="utf-8")
-
-        def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
-                               dataloader_idx=0):
-            idx, probs, bad = prediction
-            rows = [(i, make_row(todo[i], probs[j], clf.classes, top_k, None)) for j, i in enumerate(idx.tolist())]
-            rows += [(i, make_row(todo[i], None, clf.classes, top_k, reason)) for i, reason in bad]
-            for i, r in sorted(rows, key=lambda t: t[0]):
-                self.stream.write(json.dumps({"index": i, **r}) + "\n")
-            self.stream.flush()
-
-        def teardown(self, trainer, pl_module, stage):
-            if self.stream:
-                self.stream.close()
-
-    # Every rank reads the same output file, so every rank agrees on what is left to do.
-    done = done_paths(out, fmt, top_k) if resume and out.is_file() and out.stat().st_size > 0 else set()
-    todo = [p for p in files if p not in done]
-    if limit is not None:
-        todo = todo[:limit]
-    summary = BatchSummary(total=len(files), skipped=len(files) - len([p for p in files if p not in done]),
-                           output=str(out))
-    workers = default_workers() if workers is None else workers
-    loader = DataLoader(PhotoDataset(todo, clf.preprocess), batch_size=batch_size, shuffle=False,
-                        num_workers=workers, collate_fn=collate_photos)
-    devices = int(devices) if str(devices).isdigit() else (devices or "auto")
-    trainer = L.Trainer(accelerator=accelerator or "auto", devices=devices, strategy=strategy or "auto",
-                        callbacks=[ShardWriter()], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=show_progress and not quiet(),
-                        enable_model_summary=False, use_distributed_sampler=True)
-    t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        trainer.predict(PredictModule(), loader, return_predictions=False)
-    trainer.strategy.barrier()
-    if trainer.global_rank == 0:
-        shards = sorted(shard_dir.glob("rank-*.jsonl"))
-        summary.shards = [str(s) for s in shards]
-        summary.written, summary.failed = merge_shards(shards, out, fmt, top_k, append=bool(done) or
-                                                       (resume and out.is_file() and out.stat().st_size > 0))
-        for s in shards:
-            s.unlink()
-        try:
-            shard_dir.rmdir()
-        except OSError:
-            pass
-    trainer.strategy.barrier()
-    summary.seconds = time.perf_counter() - t0
-    summary.rank = trainer.global_rank
-    return summary
+    return label_distributed(*args)
 
 
 def merge_shards(shards: list[Path], out: Path, fmt: str, top_k: int, append: bool) -> tuple[int, int]:

@@ -25,7 +25,7 @@ ONNX_INPUT_NAME = "pixels"  # every export's input: normalised float32 NCHW
 
 def onnxruntime_available() -> bool:
     try:
-        import onnxruntime  # noqa: F401
+        import onnxruntime  # noqa: F401 - optional: is ONNX Runtime installed?
         return True
     except ImportError:
         return False

@@ -1,0 +1,3 @@
+from wardrobe.cli import main
+
+main()

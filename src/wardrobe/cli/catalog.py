@@ -1,0 +1,108 @@
+"""`wardrobe datasets`, `models` and `data audit`: what is here before training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from wardrobe.ui import console, results
+from wardrobe.cli.common import app, datasets_app, data_app, ImageCol, LabelCol, SplitCol, ImagesDir, Extension, LabelRegex, LabelMap, Include, Exclude, Rename, TopK, MinCount, Runtime, BatchSize, Workers, _data_options
+
+
+@datasets_app.callback()
+def datasets(ctx: typer.Context):
+    """List the dataset presets and where their data is looked for."""
+    if ctx.invoked_subcommand:
+        return
+    from wardrobe.data.presets import (  # heavy: pulls in torch; per command, so --help stays fast
+        PRESETS,
+        dataset_root,
+    )
+
+    root = dataset_root()
+    t = Table(title=f"presets (data folder: {root})")
+    for col in ("name", "description", "available"):
+        t.add_column(col)
+    for p in PRESETS.values():
+        t.add_row(p.name, p.description, "yes" if (root / p.manifest).is_file() else "no")
+    results.print(t)
+
+@datasets_app.command("download")
+def datasets_download(
+    dest: Annotated[Optional[Path], typer.Option("--dest", help="Data folder (default: $WARDROBE_DATA_DIR or ~/.cache/wardrobe/data).")] = None,
+    if_missing: Annotated[bool, typer.Option("--if-missing", help="Do nothing when the dataset is already there.")] = False,
+):
+    """Download the upstream clothing dataset (needs internet)."""
+    from wardrobe.data.presets import (  # heavy: pulls in torch; per command, so --help stays fast
+        DATASET_DIRNAME,
+        PRESETS,
+        data_dir,
+        download,
+    )
+    from wardrobe.ui import progress  # heavy: pulls in torch; per command, so --help stays fast
+
+    root = (dest or data_dir()) / DATASET_DIRNAME
+    if if_missing and all((root / p.manifest).is_file() for p in PRESETS.values()):
+        console.print(f"dataset already in {root}")
+        return
+
+    with progress() as bar:
+        root = download(dest, progress=bar)
+    console.print(f"dataset ready in {root}")
+
+@app.command()
+def models():
+    """List networks: parameters, input size, and whether pretrained weights are available here."""
+    from wardrobe.models.registry import model_catalogue  # heavy: pulls in torch; per command, so --help stays fast
+
+    t = Table(title="models (any other timm name works too)")
+    for col in ("name", "architecture", "params (M)", "input", "pretrained weights"):
+        t.add_column(col, justify="right" if col in ("params (M)", "input") else "left",
+                     no_wrap=col in ("name", "architecture"))
+    for r in model_catalogue():
+        t.add_row(r["name"], r["arch"], f"{r['params_m']:.1f}", str(r["input_size"]), r["pretrained"])
+    results.print(t)
+
+@data_app.command("audit")
+def data_audit(
+    data: Annotated[str, typer.Argument(help="Preset name, folder or CSV/TSV manifest.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for audit.json, audit.html, class_histogram.png.")],
+    write_clean: Annotated[Optional[Path], typer.Option("--write-clean", help="Also write a cleaned manifest CSV here (photos are never touched).")] = None,
+    expected_labels: Annotated[Optional[str], typer.Option("--expected-labels", help="Comma-separated labels allowed (default: a preset's classes).")] = None,
+    embeddings: Annotated[bool, typer.Option("--embeddings", help="Also compare backbone embeddings and look for label errors (slower; cached).")] = False,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Backbone for --embeddings (default efficientnet_lite0).")] = None,
+    phash_bits: Annotated[int, typer.Option("--phash-bits", min=0, max=64, help="Near duplicates: pHash distance at most this many bits...")] = 14,
+    thumb_similarity: Annotated[float, typer.Option("--thumb-similarity", help="...and 8x8 thumbnail similarity at least this.")] = 0.90,
+    embedding_similarity: Annotated[float, typer.Option("--embedding-similarity", help="Near duplicates by embeddings: cosine at least this.")] = 0.97,
+    drop_label_errors: Annotated[Optional[float], typer.Option("--drop-label-errors", help="With --write-clean and --embeddings: drop suspects whose probability of their label is below this.")] = None,
+    batch_size: BatchSize = 32,
+    workers: Workers = None,
+    runtime: Runtime = "auto",
+    image_col: ImageCol = "image", label_col: LabelCol = "label", split_col: SplitCol = None,
+    images_dir: ImagesDir = None, extension: Extension = None, label_regex: LabelRegex = None,
+    label_map: LabelMap = None, include: Include = None, exclude: Exclude = None, rename: Rename = None,
+    top_k_classes: TopK = None, min_count: MinCount = None,
+):
+    """Find what is wrong with labelled photos: missing, unreadable and unlabelled files, odd labels,
+    sizes and colour modes, exact and near duplicates across splits, likely label errors."""
+    from wardrobe.audit import (  # heavy: pulls in torch; per command, so --help stays fast
+        AuditOptions,
+        audit,
+    )
+
+    opts = _data_options(image_col, label_col, split_col, images_dir, extension, label_regex, label_map,
+                         include, exclude, rename, top_k_classes, min_count, False)
+    expected = [x.strip() for x in expected_labels.split(",") if x.strip()] if expected_labels else None
+    o = AuditOptions(expected_labels=expected, phash_threshold=phash_bits, thumb_similarity=thumb_similarity,
+                     embeddings=embeddings, model=model, embedding_similarity=embedding_similarity,
+                     workers=workers, batch_size=batch_size, runtime=runtime)
+    result = audit(data, out, o, opts, write_clean=write_clean, drop_label_errors=drop_label_errors)
+    t = Table(title=f"audit of {result['dataset']['name']} ({result['dataset']['labelled_rows']} rows)")
+    t.add_column("finding")
+    t.add_column("count", justify="right")
+    for k, v in result["summary"].items():
+        t.add_row(k.replace("_", " "), str(v))
+    results.print(t)

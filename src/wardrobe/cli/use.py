@@ -1,0 +1,162 @@
+"""`wardrobe evaluate`, `predict`, `export`, `serve` and `bench`: using a trained model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from wardrobe.errors import WardrobeError
+from wardrobe.ui import console, results
+from wardrobe.cli.common import app, ImageCol, LabelCol, SplitCol, ImagesDir, Extension, LabelRegex, LabelMap, Include, Exclude, Rename, TopK, MinCount, Strict, Runtime, BatchSize, Workers, Tta, _data_options, _metrics_table
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="Run folder or model file.")],
+    data: Annotated[str, typer.Argument(help="Preset, folder or manifest with labels.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for metrics.json and the confusion matrix.")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="train, validation, test or all (default: test, else validation, else all).")] = None,
+    batch_size: BatchSize = 32,
+    workers: Workers = None,
+    runtime: Runtime = "auto",
+    tta: Tta = False,
+    robustness: Annotated[bool, typer.Option("--robustness", help="Also measure the photos under noise, blur, JPEG q20 and brightness changes.")] = False,
+    calibrate: Annotated[bool, typer.Option("--calibrate", help="Fit a temperature on DATA's validation split and store it in the model file.")] = False,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Do not write report.html in --out.")] = False,
+    image_col: ImageCol = "image", label_col: LabelCol = "label", split_col: SplitCol = None,
+    images_dir: ImagesDir = None, extension: Extension = None, label_regex: LabelRegex = None,
+    label_map: LabelMap = None, include: Include = None, exclude: Exclude = None, rename: Rename = None,
+    top_k_classes: TopK = None, min_count: MinCount = None, strict: Strict = False,
+):
+    """Measure a model on labelled photos: accuracy, F1, mAP, per-class metrics, confusion matrix,
+    calibration (ECE); with --out also a reliability diagram and report.html."""
+    from wardrobe.evaluation import evaluate as evaluate_api  # heavy: pulls in torch; per command, so --help stays fast
+
+    opts = _data_options(image_col, label_col, split_col, images_dir, extension, label_regex, label_map,
+                         include, exclude, rename, top_k_classes, min_count, strict)
+    result = evaluate_api(model, data, out, split=split, data_options=opts, batch_size=batch_size,
+                          workers=workers, runtime=runtime, tta=tta, robustness=robustness, calibrate=calibrate,
+                          report=not no_report)
+    results.print(_metrics_table(result, f"{data} ({result['split']}, {result['n_images']} photos)"))
+    from wardrobe.evaluation.tables import (  # heavy: pulls in torch; per command, so --help stays fast
+        calibration_line,
+        robustness_table,
+    )
+
+    results.print(calibration_line(result))
+    if "robustness" in result:
+        results.print(robustness_table(result["robustness"]))
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="Run folder or model file.")],
+    paths: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or glob patterns.")],
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Labels per photo.")] = 3,
+    fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="csv, jsonl or json (default: from --output's suffix, else csv).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of standard output.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Keep the rows already in --output and label only the photos missing from it.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output file.")] = False,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Label at most N photos not yet done (continue later with --resume).")] = None,
+    batch_size: BatchSize = 32,
+    workers: Workers = None,
+    runtime: Runtime = "auto",
+    tta: Tta = False,
+    devices: Annotated[Optional[str], typer.Option("--devices", help="Devices (or CPU processes) for Lightning's predict loop; each rank writes a shard, merged at the end.")] = None,
+    strategy: Annotated[Optional[str], typer.Option("--strategy", help="Lightning strategy for --devices, e.g. ddp.")] = None,
+    accelerator: Annotated[Optional[str], typer.Option("--accelerator", help="auto, cpu or gpu (with --devices).")] = None,
+):
+    """Label photos with a trained model (run folder, model file or exported .onnx); rows are written
+    batch by batch, one per photo, with an error column for unreadable ones."""
+    from wardrobe.inference.batch import label_photos  # heavy: pulls in torch; per command, so --help stays fast
+
+    summary = label_photos(model, paths, output, fmt=fmt, top_k=top_k, batch_size=batch_size, workers=workers,
+                           resume=resume, runtime=runtime, tta=tta, limit=limit, devices=devices,
+                           strategy=strategy, accelerator=accelerator, overwrite=overwrite)
+    if summary.rank != 0:
+        return
+    if output:
+        done = f"; {summary.skipped} were already there" if resume else ""
+        console.print(f"wrote {summary.written} rows to {output} ({summary.rate:.1f} photos/s){done}")
+    if summary.failed:
+        console.print(f"[yellow]{summary.failed} of {summary.written} photos could not be read "
+                      "(see the error column)[/yellow]")
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Argument(help="Run folder or model file.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx.")] = "onnx",
+    int8: Annotated[bool, typer.Option("--int8", help="int8 convolution weights (default scheme: weights).")] = False,
+    int8_scheme: Annotated[Optional[str], typer.Option("--int8-scheme", help="weights (int8 storage, float arithmetic: top-1 as fp32), dynamic (ONNX Runtime int8 arithmetic) or static (with --calibrate).")] = None,
+    calibrate: Annotated[Optional[str], typer.Option("--calibrate", help="With --int8: static quantisation calibrated on these photos (folder, glob, preset or manifest: its training split).")] = None,
+    calibrate_photos: Annotated[int, typer.Option("--calibrate-photos", min=1, help="How many calibration photos to use.")] = 128,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write (default: model.onnx or model.int8.onnx beside the model).")] = None,
+):
+    """Export a model to ONNX, with class names and preprocessing in its metadata."""
+    from wardrobe.inference.export import (  # heavy: pulls in torch; per command, so --help stays fast
+        calibration_photos,
+        export_model,
+    )
+
+    if calibrate and not int8:
+        raise WardrobeError("--calibrate goes with --int8")
+    photos = calibration_photos(calibrate, calibrate_photos) if calibrate else None
+    path = export_model(model, output, fmt=fmt, int8=int8, calibrate=photos, scheme=int8_scheme)
+    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+@app.command()
+def serve(
+    model: Annotated[Path, typer.Argument(help="Run folder, model file or exported .onnx file.")],
+    host: Annotated[str, typer.Option("--host", help="Address to bind; 0.0.0.0 exposes the service to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    runtime: Runtime = "auto",
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Inference threads (requests beyond wait, up to --max-requests in flight).")] = 2,
+    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.001, help="Largest request body (413 beyond).")] = 20.0,
+    max_requests: Annotated[int, typer.Option("--max-requests", min=1, help="Requests in flight at once: uploading, waiting or being labelled (503 beyond).")] = 8,
+    upload_timeout: Annotated[float, typer.Option("--upload-timeout", min=0.1, help="Seconds for a request body to arrive (408 beyond).")] = 60.0,
+    max_pixels: Annotated[Optional[int], typer.Option("--max-pixels", min=1, help="Largest photo, width x height (default: $WARDROBE_MAX_PIXELS or 40,000,000).")] = None,
+    max_side: Annotated[Optional[int], typer.Option("--max-side", min=1, help="Longest side in pixels (default: $WARDROBE_MAX_SIDE or 12,000).")] = None,
+    max_aspect: Annotated[Optional[float], typer.Option("--max-aspect", min=1, help="Largest aspect ratio (default: $WARDROBE_MAX_ASPECT or 25).")] = None,
+):
+    """Serve a model over HTTP: POST /v1/predict, GET /v1/model, /healthz, /docs, and a web page at /."""
+
+    from wardrobe.data.images import ImageLimits  # heavy: pulls in torch; per command, so --help stays fast
+    from wardrobe.inference.serve import Limits, serve as serve_api  # heavy: pulls in torch; per command, so --help stays fast
+
+    image = ImageLimits.from_env()
+    image = replace(image, **{k: v for k, v in dict(max_pixels=max_pixels, max_side=max_side,
+                                                     max_aspect=max_aspect).items() if v is not None})
+    limits = Limits(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_active_requests=max_requests,
+                    upload_timeout_s=upload_timeout, image=image)
+    serve_api(model, host=host, port=port, runtime=runtime, workers=workers, limits=limits)
+
+@app.command()
+def bench(
+    model: Annotated[Path, typer.Argument(help="Run folder or model file.")],
+    images: Annotated[Optional[list[Path]], typer.Option("--images", help="Photos to time with (repeatable; default: 32 synthetic 800x600 JPEGs).")] = None,
+    runs: Annotated[int, typer.Option("--runs", min=5, help="Single-photo runs.")] = 50,
+    batch_size: BatchSize = 32,
+    runtime: Runtime = "auto",
+    tta: Tta = False,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the figures as JSON here.")] = None,
+):
+    """Speed of a model on this machine: single-photo latency p50/p95 and batch throughput, with and
+    without JPEG decoding; prints the CPU model and thread counts."""
+    from wardrobe.data.images import is_image_file  # heavy: pulls in torch; per command, so --help stays fast
+    from wardrobe.evaluation.speed import bench as bench_api  # heavy: pulls in torch; per command, so --help stays fast
+    from wardrobe.evaluation.tables import speed_table  # heavy: pulls in torch; per command, so --help stays fast
+    from wardrobe.inference import Classifier  # heavy: pulls in torch; per command, so --help stays fast
+
+    files = []
+    for p in images or []:
+        files += sorted(q for q in p.rglob("*") if is_image_file(q)) if p.is_dir() else [p]
+    clf = Classifier.load(model, runtime=runtime, tta=tta)
+    result = bench_api(clf, files or None, runtime=runtime, batch_size=batch_size, single_runs=runs)
+    results.print(speed_table(result))
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(result, indent=2))
+        console.print(f"wrote {output}")
