@@ -57,3 +57,21 @@ def test_online_model_offline_is_one_clear_line(monkeypatch):
 def test_random_init_timm_model_works_offline():
     bb = create_backbone("resnet18", pretrained=False)
     assert bb.weights == "random" and bb.num_features == 512
+
+
+def test_one_registry_every_network_from_timm():
+    """Scratch networks are registered with timm, the Lite weights are a weight source of their
+    entries, and model files that name the old architecture strings still build."""
+    import timm
+
+    from wardrobe.models.registry import ENTRIES, OFFLINE_MODELS, build_network, lookup
+
+    assert timm.is_model("wardrobe_alexnet") and timm.is_model("wardrobe_simple_cnn")
+    net = timm.create_model("wardrobe_simple_cnn", num_classes=3)
+    assert net(torch.zeros(1, 3, 64, 64)).shape == (1, 3)
+    assert OFFLINE_MODELS == ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+    lite1 = lookup("lite1")
+    assert lite1.arch == "tf_efficientnet_lite1" and lite1.weights.offline and lite1.preprocess.input_size == 240
+    assert lookup("alexnet").weights is None and lookup("resnet18").weights.offline is False
+    assert len({e.name for e in ENTRIES}) == len(ENTRIES)
+    assert type(build_network("wardrobe.alexnet", 2)).__name__ == "AlexNet"  # a model file from before

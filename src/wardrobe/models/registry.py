@@ -1,30 +1,73 @@
-"""Backbones by name: offline EfficientNet-Lite, or any timm architecture for online users."""
+"""The model registry, in timm's manner: one table of entries (name and aliases, architecture,
+preprocessing, weight source). Every network comes from ``timm.create_model``: wardrobe's own
+scratch networks are registered with timm (``wardrobe.models.scratch``), and the offline
+EfficientNet-Lite weights are a weight source like any other."""
 
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
+import timm
 import torch
 
 from wardrobe.errors import WardrobeError
 from wardrobe.models.lite import LITE_INPUT_SIZE, LITE_MEAN, LITE_PACKAGES, LITE_STD, lite_state_dict
-from wardrobe.models.scratch import SCRATCH_ARCHS
+from wardrobe.models.scratch import LEGACY_ARCHS
 from wardrobe.transforms import Preprocess
 
-ALIASES = {}
-for _name, (_arch, _pkg, _cls) in LITE_PACKAGES.items():
-    ALIASES[_arch] = _name
-    ALIASES[_name.replace("efficientnet_", "")] = _name
-    ALIASES[_name.replace("_", "-")] = _name
-
-OFFLINE_MODELS = tuple(LITE_PACKAGES)
-DEFAULT_BACKBONE = "efficientnet_lite0"
-# Classic networks to train from scratch: wardrobe name -> architecture (timm's, or wardrobe.*).
-SCRATCH_MODELS = {"alexnet": "wardrobe.alexnet", "simple_cnn": "wardrobe.simple_cnn",
-                  "mobilenet_v1": "mobilenetv1_100"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """Where pretrained weights come from: ``load`` gives a state dict for the architecture
+    (offline), or None for timm's own download from the model hub (online)."""
+    label: str  # recorded in the model file and in cache keys
+    load: Callable[[], dict] | None = None
+
+    @property
+    def offline(self) -> bool:
+        return self.load is not None
+
+
+HUB = WeightSource("timm")  # the label is replaced by the hub id once downloaded
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    arch: str  # a timm model name
+    aliases: tuple[str, ...] = ()
+    preprocess: Preprocess | None = None  # None: the architecture's pretrained_cfg
+    weights: WeightSource | None = None  # None: no pretrained weights; train with --mode scratch
+    listed: bool = field(default=True, compare=False)  # shown by `wardrobe models`
+
+
+def _lite(name: str) -> ModelEntry:
+    arch, package, _ = LITE_PACKAGES[name]
+    return ModelEntry(name, arch, aliases=(arch, name.replace("efficientnet_", ""), name.replace("_", "-")),
+                      preprocess=Preprocess(input_size=LITE_INPUT_SIZE[name], mean=LITE_MEAN, std=LITE_STD),
+                      weights=WeightSource(f"{package}==0.1.0", lambda: lite_state_dict(name)))
+
+
+_IMAGENET = Preprocess(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+ENTRIES: tuple[ModelEntry, ...] = (
+    *(_lite(n) for n in LITE_PACKAGES),
+    ModelEntry("alexnet", "wardrobe_alexnet", preprocess=_IMAGENET),
+    ModelEntry("simple_cnn", "wardrobe_simple_cnn", preprocess=_IMAGENET),
+    ModelEntry("mobilenet_v1", "mobilenetv1_100", preprocess=_IMAGENET),
+    # The seeds' networks: pretrained by timm from the hub when online; any other timm name works too.
+    *(ModelEntry(n, n, weights=HUB) for n in ("mobilenetv2_100", "resnet18", "resnet50", "efficientnet_b0",
+                                               "convnext_tiny", "vgg16", "inception_v3", "xception41")),
+)
+REGISTRY = {e.name: e for e in ENTRIES}
+ALIASES = {a: e.name for e in ENTRIES for a in e.aliases}
+OFFLINE_MODELS = tuple(e.name for e in ENTRIES if e.weights is not None and e.weights.offline)
+SCRATCH_MODELS = {e.name: e.arch for e in ENTRIES if e.weights is None}
+DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
 @dataclass
@@ -44,6 +87,48 @@ def canonical_name(name: str) -> str:
     return ALIASES.get(name, name)
 
 
+def lookup(name: str) -> ModelEntry:
+    """The registry's entry for a name or alias; any other timm name gets an entry with timm's
+    preprocessing and hub weights."""
+    name = canonical_name(name)
+    if name in REGISTRY:
+        return REGISTRY[name]
+    if not timm.is_model(name):
+        raise WardrobeError(f"unknown model '{name}'; 'wardrobe models' lists them "
+                            f"(offline pretrained: {', '.join(OFFLINE_MODELS)})")
+    return ModelEntry(name, name, weights=HUB, listed=False)
+
+
+def create_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True, drop_path_rate: float = 0.0) -> Backbone:
+    """A network without its classifier (pooled embeddings), with the weights its entry's source
+    gives when ``pretrained``. ``drop_path_rate``: stochastic depth for training timm networks."""
+    entry = lookup(name)
+    extra = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
+    if pretrained and entry.weights is None:
+        raise WardrobeError(f"{entry.name}: no pretrained weights; train it with --mode scratch")
+    weights = "random"
+    if pretrained and entry.weights.offline:
+        model = timm.create_model(entry.arch, pretrained=False, **extra)
+        model.load_state_dict(entry.weights.load())
+        model.reset_classifier(0)
+        weights = entry.weights.label
+    elif pretrained:
+        model = _download(entry.arch, **extra)
+        weights = model.pretrained_cfg.get("hf_hub_id") or model.pretrained_cfg.get("url") or entry.weights.label
+    else:
+        model = timm.create_model(entry.arch, pretrained=False, num_classes=0, **extra)
+    return Backbone(entry.name, entry.arch, model.eval(), entry.preprocess or _timm_preprocess(model), weights)
+
+
+def _timm_preprocess(model: torch.nn.Module) -> Preprocess:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    interpolation = cfg.get("interpolation", "bicubic")
+    return Preprocess(input_size=int(cfg.get("input_size", (3, 224, 224))[-1]),
+                      crop_pct=float(cfg.get("crop_pct", 0.875)),
+                      interpolation=interpolation if interpolation in ("bicubic", "bilinear", "nearest") else "bilinear",
+                      mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)))
+
+
 def _hub_reachable(timeout: float = 3.0) -> bool:
     try:
         with socket.create_connection(("huggingface.co", 443), timeout=timeout):
@@ -52,101 +137,48 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def create_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True, drop_path_rate: float = 0.0) -> Backbone:
-    """``drop_path_rate``: stochastic depth for training timm networks (no effect in eval mode)."""
-    import timm  # heavy: timm, only when building a network
-
-    extra = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
-
-    name = canonical_name(name)
-    if name in LITE_PACKAGES:
-        arch = LITE_PACKAGES[name][0]
-        model = timm.create_model(arch, pretrained=False, **extra)
-        weights = "random"
-        if pretrained:
-            model.load_state_dict(lite_state_dict(name))
-            weights = f"{LITE_PACKAGES[name][1]}==0.1.0"
-        model.reset_classifier(0)
-        pre = Preprocess(input_size=LITE_INPUT_SIZE[name], mean=LITE_MEAN, std=LITE_STD)
-        return Backbone(name, arch, model.eval(), pre, weights)
-    if name in SCRATCH_MODELS:
-        arch = SCRATCH_MODELS[name]
-        if pretrained:
-            raise WardrobeError(f"{name}: no pretrained weights; train it with --mode scratch")
-        model = build_network(arch, 0)
-        return Backbone(name, arch, model.eval(), Preprocess(mean=IMAGENET_MEAN, std=IMAGENET_STD), "random")
-    if not timm.is_model(name):
-        raise WardrobeError(f"unknown model '{name}'; 'wardrobe models' lists them "
-                            f"(offline pretrained: {', '.join(OFFLINE_MODELS)})")
-    model = _create_timm(name, pretrained, **extra)
-    cfg = model.pretrained_cfg
-    pre = Preprocess(input_size=int(cfg.get("input_size", (3, 224, 224))[-1]),
-                     crop_pct=float(cfg.get("crop_pct", 0.875)),
-                     interpolation=cfg.get("interpolation", "bicubic") if cfg.get("interpolation") in
-                     ("bicubic", "bilinear", "nearest") else "bilinear",
-                     mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))), std=tuple(cfg.get("std", (0.229, 0.224, 0.225))))
-    weights = (cfg.get("hf_hub_id") or cfg.get("url") or "timm") if pretrained else "random"
-    return Backbone(name, name, model.eval(), pre, weights)
-
-
-def _create_timm(name: str, pretrained: bool, **extra) -> torch.nn.Module:
-    import timm  # heavy: timm, only when building a network
-
-    if not pretrained:
-        return timm.create_model(name, pretrained=False, num_classes=0, **extra)
-    offline_msg = (f"{name}: pretrained weights cannot be downloaded (no connection to the model hub); "
+def _download(arch: str, **extra) -> torch.nn.Module:
+    offline_msg = (f"{arch}: pretrained weights cannot be downloaded (no connection to the model hub); "
                    f"models that work offline: {', '.join(OFFLINE_MODELS)}")
     if not _hub_reachable():
         # Without this, the hub client retries for about a minute before giving up.
-        import huggingface_hub.constants as hf_constants  # optional: huggingface_hub, only when online weights are asked for
+        import huggingface_hub.constants as hf_constants  # optional: huggingface_hub, only for hub weights
 
         saved = hf_constants.HF_HUB_OFFLINE
         hf_constants.HF_HUB_OFFLINE = True
         try:
-            return timm.create_model(name, pretrained=True, num_classes=0, **extra)
+            return timm.create_model(arch, pretrained=True, num_classes=0, **extra)
         except Exception:
             raise WardrobeError(offline_msg) from None
         finally:
             hf_constants.HF_HUB_OFFLINE = saved
     try:
-        return timm.create_model(name, pretrained=True, num_classes=0, **extra)
+        return timm.create_model(arch, pretrained=True, num_classes=0, **extra)
     except (OSError, RuntimeError) as exc:
-        raise WardrobeError(f"{name}: could not download pretrained weights ({exc}); "
+        raise WardrobeError(f"{arch}: could not download pretrained weights ({exc}); "
                             f"models that work offline: {', '.join(OFFLINE_MODELS)}") from None
 
 
 def build_network(arch: str, num_classes: int) -> torch.nn.Module:
     """An architecture by the name a model file stores, randomly initialised."""
-    import timm  # heavy: timm, only when building a network
-
-
-    if arch in SCRATCH_ARCHS:
-        return SCRATCH_ARCHS[arch](num_classes=num_classes)
+    arch = LEGACY_ARCHS.get(arch, arch)
     if not timm.is_model(arch):
         raise WardrobeError(f"unknown architecture '{arch}'")
     return timm.create_model(arch, pretrained=False, num_classes=num_classes)
 
 
-# Names `wardrobe models` lists besides the offline ones; any other timm name works too.
-LISTED_TIMM = ("mobilenetv2_100", "resnet18", "resnet50", "efficientnet_b0", "convnext_tiny", "vgg16",
-               "inception_v3", "xception41")
-
-
 def model_catalogue() -> list[dict]:
     """name, architecture, parameters (with a 1000-class head), input size, pretrained weights here."""
-    import timm  # heavy: timm, only when building a network
-
     rows = []
-    for name in (*OFFLINE_MODELS, *SCRATCH_MODELS, *LISTED_TIMM):
-        if name in LITE_PACKAGES:
-            arch, size, pre = LITE_PACKAGES[name][0], LITE_INPUT_SIZE[name], "yes (offline package)"
-        elif name in SCRATCH_MODELS:
-            arch, size, pre = SCRATCH_MODELS[name], 224, "no (train with --mode scratch)"
+    for e in (e for e in ENTRIES if e.listed):
+        if e.weights is None:
+            pre = "no (train with --mode scratch)"
         else:
-            arch, pre = name, "online only (downloaded by timm)"
-            size = int(timm.get_pretrained_cfg(name).input_size[-1]) if timm.get_pretrained_cfg(name) else 224
+            pre = "yes (offline package)" if e.weights.offline else "online only (downloaded by timm)"
+        cfg = timm.get_pretrained_cfg(e.arch) if e.preprocess is None else None
+        size = e.preprocess.input_size if e.preprocess else (int(cfg.input_size[-1]) if cfg else 224)
         with torch.device("meta"):
-            net = build_network(arch, 1000)
-        rows.append({"name": name, "arch": arch, "params_m": sum(p.numel() for p in net.parameters()) / 1e6,
+            net = build_network(e.arch, 1000)
+        rows.append({"name": e.name, "arch": e.arch, "params_m": sum(p.numel() for p in net.parameters()) / 1e6,
                      "input_size": size, "pretrained": pre})
     return rows

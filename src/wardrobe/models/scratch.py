@@ -5,6 +5,7 @@ heads, model files and export treat them like any timm model."""
 from __future__ import annotations
 
 import torch
+from timm.models import register_model
 from torch import nn
 
 
@@ -72,4 +73,21 @@ class AlexNet(_Classifiable):
         return self.mlp(self.pool(self.features(x)).flatten(1))
 
 
-SCRATCH_ARCHS = {"wardrobe.simple_cnn": SimpleCNN, "wardrobe.alexnet": AlexNet}
+# Registered with timm, so every network wardrobe builds comes from timm.create_model.
+@register_model
+def wardrobe_simple_cnn(pretrained: bool = False, **kwargs) -> SimpleCNN:
+    return SimpleCNN(**_own(kwargs))
+
+
+@register_model
+def wardrobe_alexnet(pretrained: bool = False, **kwargs) -> AlexNet:
+    return AlexNet(**_own(kwargs))
+
+
+def _own(kwargs: dict) -> dict:
+    # timm passes its pretrained-config arguments to every entry point; these networks have none
+    return {k: v for k, v in kwargs.items() if k in ("num_classes", "drop")}
+
+
+# Architecture names model files written before the timm registration store.
+LEGACY_ARCHS = {"wardrobe.simple_cnn": "wardrobe_simple_cnn", "wardrobe.alexnet": "wardrobe_alexnet"}
