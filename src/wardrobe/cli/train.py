@@ -10,7 +10,7 @@ import typer
 
 from wardrobe.errors import WardrobeError
 from wardrobe.ui import results
-from wardrobe.cli.common import app, ImageCol, LabelCol, SplitCol, ImagesDir, Extension, LabelRegex, LabelMap, Include, Exclude, Rename, TopK, MinCount, Strict, Runtime, BatchSize, Workers, _data_options, _metrics_table
+from wardrobe.cli.common import app, ImageCol, LabelCol, SplitCol, ImagesDir, Extension, LabelRegex, LabelMap, Include, Exclude, Rename, TopK, MinCount, Strict, Runtime, Workers, _data_options, _metrics_table
 
 
 Fit = "Training (finetune / scratch)"
@@ -27,7 +27,7 @@ def train(
     val_ratio: Annotated[float, typer.Option("--val-ratio", help="Validation share when DATA has no split column.")] = 0.15,
     test_ratio: Annotated[float, typer.Option("--test-ratio", help="Test share when DATA has no split column.")] = 0.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    batch_size: BatchSize = 32,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Photos per batch (default 32, or the preset's).")] = None,
     workers: Workers = None,
     runtime: Runtime = "auto",
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute embeddings / decoded photos instead of reusing the caches.")] = False,

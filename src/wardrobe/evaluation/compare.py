@@ -27,7 +27,7 @@ QUALITY = ("accuracy", "f1_macro", "f1_weighted", "map_macro")
 
 
 def compare(data: str | Path, models: list[str], out: str | Path, folds: int | None = None, seed: int = 0,
-            data_options: DataOptions | None = None, batch_size: int = 32, workers: int | None = None,
+            data_options: DataOptions | None = None, batch_size: int | None = None, workers: int | None = None,
             runtime: str = "auto", show_progress: bool = True, latency_runs: int = 20, overwrite: bool = False,
             **train_options) -> dict:
     """Train each of ``models`` on DATA with the same options and seed, so they share one split (or,

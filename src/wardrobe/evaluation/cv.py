@@ -135,7 +135,7 @@ def _fold_state(fold_dir: Path, fingerprint: str) -> str:
 
 
 def cross_validate(data: str | Path, out: str | Path, folds: int = 5, seed: int = 0,
-                   data_options: DataOptions | None = None, batch_size: int = 32, workers: int | None = None,
+                   data_options: DataOptions | None = None, batch_size: int | None = None, workers: int | None = None,
                    runtime: str = "auto", show_progress: bool = True, report: bool = True, resume: bool = False,
                    overwrite: bool = False, **train_options) -> dict:
     """Train one model per fold (any ``wardrobe.train`` option) and write OUT/fold-K/ (model file,
@@ -179,7 +179,7 @@ def cross_validate(data: str | Path, out: str | Path, folds: int = 5, seed: int 
         cm = np.array(m["confusion_matrix"])
         write_confusion_csv(cm, m["classes"], fold_dir / "confusion_matrix.csv")
         plot_confusion(cm, m["classes"], fold_dir / "confusion_matrix.png", title=f"fold {k}")
-        probs, errors = fold_probabilities(model_path, [paths[i] for i in va], batch_size, workers, runtime)
+        probs, errors = fold_probabilities(model_path, [paths[i] for i in va], batch_size or 32, workers, runtime)
         if m["classes"] != classes:
             raise WardrobeError(f"fold {k}: trained on classes {m['classes']}, expected {classes}")
         oof[va] = probs

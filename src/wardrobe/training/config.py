@@ -74,12 +74,11 @@ class FitConfig:
         return asdict(self)
 
 
-# The strongest recipe found that fits in 30 minutes on 2 CPU cores (README, "Presets").
-# EfficientNet-Lite1 at its native 240 px: its frozen embeddings beat Lite0's (probe 0.892 vs 0.874 on
-# clothing-top10). Freezing the stem and the first three block stages (generic edges and textures)
-# makes a step cheap enough for 6 epochs in the budget: about 13 train images/s with augmentation in a
-# loader worker, 26 minutes wall in all; validation accuracy 0.918 (measured 2026-11-23). The moving
-# average of the weights (decay 0.99: about the last epoch's steps) took it to 0.921.
+# The strongest recipe found that fits in 30 minutes on 2 CPU cores (docs/benchmarks.md).
+# EfficientNet-Lite1 at its native 240 px because its frozen embeddings beat Lite0's; the stem and
+# the first three block stages (generic edges and textures) stay frozen so that a step is cheap
+# enough for 6 epochs in the budget; the moving average of the weights (decay 0.99: about the last
+# epoch's steps) is steadier from one validation to the next than the raw weights.
 BEST = FitConfig(mode="finetune", model="efficientnet_lite1", epochs=6, batch_size=32, optimizer="adamw",
                  lr=1e-3, weight_decay=0.02, scheduler="onecycle", warmup_epochs=1.0, label_smoothing=0.1,
                  trainable="last:5", drop_rate=0.2, ema=0.99,

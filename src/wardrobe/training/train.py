@@ -23,6 +23,7 @@ from wardrobe.training.runfolder import RunFolder, check_out
 from wardrobe.ui import info, warn
 
 MODES = ("probe", "finetune", "scratch")
+PROBE_BATCH = 32  # photos per embedding batch
 
 
 @dataclass
@@ -35,7 +36,7 @@ class TrainResult:
 
 def train(data: str | Path, out: str | Path, mode: str | None = None, model: str | None = None,
           preset: str | None = None, data_options: DataOptions | None = None, val_ratio: float = 0.15,
-          test_ratio: float = 0.0, seed: int = 0, batch_size: int = 32, workers: int | None = None,
+          test_ratio: float = 0.0, seed: int = 0, batch_size: int | None = None, workers: int | None = None,
           runtime: str = "auto", cs: tuple[float, ...] = DEFAULT_CS, head: str = DEFAULT_HEAD,
           use_cache: bool = True, show_progress: bool = True, resume: bool = False,
           fit: FitConfig | None = None, extra_callbacks=(), splits: Mapping[str, str] | None = None,
@@ -66,18 +67,19 @@ def train(data: str | Path, out: str | Path, mode: str | None = None, model: str
     if warn_leakage and (message := leakage_message(leakage)):  # cv says it once for all its folds
         warn(message)
     config = {"mode": mode, "data": str(data), "data_options": opts.to_dict(), "dataset": ds.description,
-              "val_ratio": val_ratio, "test_ratio": test_ratio, "seed": seed, "batch_size": batch_size,
-              "runtime": runtime}
+              "val_ratio": val_ratio, "test_ratio": test_ratio, "seed": seed, "runtime": runtime}
     with RunFolder(out, overwrite, resume) as work:
         if mode == "probe":
             if fit_overrides:
                 raise WardrobeError(f"options {', '.join(sorted(fit_overrides))} apply to --mode finetune or "
                                     "scratch, not probe")
-            run = train_probe(ds, model or DEFAULT_BACKBONE, batch_size, workers, runtime, cs, head, use_cache,
+            config["batch_size"] = batch_size or PROBE_BATCH
+            run = train_probe(ds, model or DEFAULT_BACKBONE, config["batch_size"], workers, runtime, cs, head, use_cache,
                               show_progress, probe_noise, seed)
         else:
-            cfg = fit_config(fit, mode=mode, model=model, batch_size=batch_size if batch_size != 32 else None,
-                             workers=workers, seed=seed, **fit_overrides)
+            cfg = fit_config(fit, mode=mode, model=model, batch_size=batch_size, workers=workers, seed=seed,
+                             **fit_overrides)  # None: the preset's (or FitConfig's) value
+            config["batch_size"] = cfg.batch_size
             run = fit_network(ds, work, cfg, resume=resume, show_progress=show_progress,
                               extra_callbacks=extra_callbacks)
         if run is None:  # a non-zero rank of a multi-process run: rank 0 writes the run folder
