@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/near_duplicates.py            # synthetic photos (tests/synthetic_photos.py)
     .venv/bin/python bench/near_duplicates.py --real 2000 # first 2000 clothing photos + edited copies
+    .venv/bin/python bench/near_duplicates.py --imagehash  # pHash from the imagehash package instead
 
 Every other photo gets one edited copy (re-encoded, resized, cropped 2-6% per side, colour-shifted,
 or all four); a found pair is right when both photos come from the same original.
@@ -22,6 +23,12 @@ from wardrobe.data.hashing import close_pairs, groups_from_pairs, perceptual_has
 from wardrobe.data.images import load_image  # noqa: E402
 
 real = "--real" in sys.argv
+if "--imagehash" in sys.argv:
+    import imagehash
+
+    def perceptual_hashes(img, _own=perceptual_hashes):  # noqa: F811 - imagehash's pHash, the rest unchanged
+        _, dhash, thumb = _own(img)
+        return int(str(imagehash.phash(img)), 16), dhash, thumb
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
 n = int(args[0]) if args else 400
 if real:
