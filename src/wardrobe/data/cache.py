@@ -11,7 +11,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -55,17 +55,13 @@ class EmbeddingCache:
         self._load()
 
     def _load(self) -> None:
-        if not self.dir.is_dir():
-            return
-        for shard in sorted(self.dir.glob("part-*.npz")):
-            try:
-                with np.load(shard, allow_pickle=False) as z:
-                    for d, v in zip(z["digests"], z["feats"]):
-                        self.feats[str(d)] = v
-                    for d, r in zip(z["bad_digests"], z["bad_reasons"]):
-                        self.bad[str(d)] = str(r)
-            except (OSError, ValueError, KeyError):
-                continue  # a shard cut short by a crash: its entries are simply recomputed
+        def read(path: Path) -> tuple:
+            with np.load(path, allow_pickle=False) as z:
+                return z["digests"], z["feats"], z["bad_digests"], z["bad_reasons"]
+
+        for digests, feats, bad_digests, reasons in read_shards(self.dir, "part-*.npz", read):
+            self.feats.update((str(d), v) for d, v in zip(digests, feats))
+            self.bad.update((str(d), str(r)) for d, r in zip(bad_digests, reasons))
 
     def __contains__(self, digest: str) -> bool:
         return digest in self.feats or digest in self.bad
@@ -116,3 +112,15 @@ def triage(paths: Sequence[str | Path], digests: Sequence[str | None], cached: C
         elif d not in cached:
             todo.append(i)
     return todo, errors
+
+
+def read_shards(folder: Path, pattern: str, read: Callable[[Path], object]) -> Iterator:
+    """``read(path)`` of each shard in ``folder`` matching ``pattern``, in name order; a shard cut
+    short by a crash is passed over (its entries are simply computed again)."""
+    if not folder.is_dir():
+        return
+    for shard in sorted(folder.glob(pattern)):
+        try:
+            yield read(shard)
+        except (OSError, ValueError, KeyError):
+            continue

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from wardrobe.data.cache import cache_dir, file_digest, triage
+from wardrobe.data.cache import cache_dir, file_digest, read_shards, triage
 from wardrobe.data.images import load_image
 from wardrobe.data.loader import iter_pixel_batches
 from wardrobe.transforms import Preprocess
@@ -44,18 +44,14 @@ class PixelCache:
         self._load()
 
     def _load(self) -> None:
-        if not self.dir.is_dir():
-            return
-        for meta_path in sorted(self.dir.glob("shard-*.json")):
-            try:
-                meta = json.loads(meta_path.read_text())
-                arr = np.load(meta_path.with_suffix(".npy"), mmap_mode="r") if meta["digests"] else None
-            except (OSError, ValueError, json.JSONDecodeError):
-                continue
+        def read(meta_path: Path):
+            meta = json.loads(meta_path.read_text())  # JSONDecodeError is a ValueError
+            return meta, np.load(meta_path.with_suffix(".npy"), mmap_mode="r") if meta["digests"] else None
+
+        for meta, arr in read_shards(self.dir, "shard-*.json", read):
             k = len(self.shards)
             self.shards.append(arr)
-            for row, d in enumerate(meta["digests"]):
-                self.index[d] = (k, row)
+            self.index.update((d, (k, row)) for row, d in enumerate(meta["digests"]))
             self.bad.update(meta.get("bad", {}))
 
     def fill(self, paths: Sequence[str | Path], digests: Sequence[str | None], batch_size: int = 64,
