@@ -19,7 +19,8 @@ from wardrobe.data.cache import file_digest
 from wardrobe.data.images import load_image
 from wardrobe.data.pixelcache import PixelCache, cache_preprocess
 from wardrobe.errors import WardrobeError
-from wardrobe.training.augment import AUGMENT_PRESETS, Augment, resolve_augment, train_transform
+from wardrobe.training.augment import train_transform
+from wardrobe.training.knobs import AUGMENT_PRESETS, Augment, resolve_augment
 from wardrobe.training.losses import FocalLoss, class_weights
 from wardrobe.transforms import Preprocess
 from conftest import make_folder_dataset, shape_image
@@ -471,3 +472,26 @@ def test_ema_resume_continues_the_same_average(tiny, tmp_path):
     ckpt = torch.load(res.out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     for name, want in expected.items():
         torch.testing.assert_close(ckpt["state_dict"][name], want)
+
+
+def test_training_options_are_typed_declared_once_and_never_mutated(tiny, tmp_path):
+    """One typed options object per concern (None: not given), derived field by field from FitConfig
+    and Augment; train lays keyword options over it without changing it, and config.json records it."""
+    import dataclasses
+
+    from wardrobe.data import DataOptions
+    from wardrobe.training.config import FitConfig
+    from wardrobe.training.options import FitOptions, TrainOptions
+
+    assert {f.name for f in dataclasses.fields(FitOptions)} <= {f.name for f in dataclasses.fields(FitConfig)}
+    assert all(f.default is None for f in dataclasses.fields(FitOptions))
+    data = DataOptions(min_count=2)
+    base = TrainOptions.build(mode="scratch", model="simple_cnn", image_size=64, batch_size=8, workers=0,
+                              val_ratio=0.34, epochs=1, data_options=data)
+    frozen = dataclasses.asdict(base)
+    res = wardrobe.train(tiny, tmp_path / "run", base, show_progress=False, lr=3e-3, hflip=0.0)
+    assert dataclasses.asdict(base) == frozen and data == DataOptions(min_count=2)
+    assert res.config["options"]["fit"]["image_size"] == 64 and res.config["options"]["data"]["min_count"] == 2
+    assert res.config["fit"]["lr"] == 3e-3 and res.config["fit"]["augment"]["hflip"] == 0.0
+    with pytest.raises(TypeError, match="unknown option 'no_such_knob'"):
+        TrainOptions.build(no_such_knob=1)

@@ -17,6 +17,7 @@ from wardrobe.evaluation.cv import cross_validate
 from wardrobe.evaluation.speed import bench, params_and_mflops
 from wardrobe.models.modelfile import load_model
 from wardrobe.training import train
+from wardrobe.training.options import TrainOptions
 from wardrobe.training.runfolder import check_out
 from wardrobe.ui import info
 
@@ -29,7 +30,7 @@ QUALITY = ("accuracy", "f1_macro", "f1_weighted", "map_macro")
 def compare(data: str | Path, models: list[str], out: str | Path, folds: int | None = None, seed: int = 0,
             data_options: DataOptions | None = None, batch_size: int | None = None, workers: int | None = None,
             runtime: str = "auto", show_progress: bool = True, latency_runs: int = 20, overwrite: bool = False,
-            **train_options) -> dict:
+            options: TrainOptions | None = None, **train_options) -> dict:
     """Train each of ``models`` on DATA with the same options and seed, so they share one split (or,
     with ``folds``, the same stratified folds); write OUT/<model>/ runs and OUT/leaderboard.{md,csv,png}.
 
@@ -51,14 +52,14 @@ def compare(data: str | Path, models: list[str], out: str | Path, folds: int | N
         run_dir = out / name.replace("/", "_")
         t0 = time.perf_counter()
         common = dict(data_options=DataOptions(**opts.to_dict()), seed=seed, batch_size=batch_size, workers=workers,
-                      runtime=runtime, show_progress=show_progress, model=name, overwrite=True, **train_options)
+                      runtime=runtime, show_progress=show_progress, model=name, options=options, **train_options)
         if folds:
-            cv = cross_validate(data, run_dir, folds=folds, **common)
+            cv = cross_validate(data, run_dir, folds=folds, overwrite=True, **common)
             quality = {k: cv["aggregate"][k]["mean"] for k in QUALITY}
             quality |= {f"{k}_std": cv["aggregate"][k]["std"] for k in QUALITY}
             model_path = run_dir / "fold-1" / "model.safetensors"
         else:
-            result = train(data, run_dir, **common)
+            result = train(data, run_dir, overwrite=True, **common)
             quality = {k: result.metrics[k] for k in QUALITY}
             model_path = result.model_path
         train_seconds = time.perf_counter() - t0

@@ -31,6 +31,7 @@ from wardrobe.models.heads import _classifier_path
 from wardrobe.models.modelfile import load_model, resolve_model_path
 from wardrobe.models.registry import create_backbone
 from wardrobe.training import train
+from wardrobe.training.options import TrainOptions
 from wardrobe.training.embeddings import extract_embeddings
 from wardrobe.training.runfolder import check_out, partial_dir
 from wardrobe.ui import info, warn
@@ -137,14 +138,15 @@ def _fold_state(fold_dir: Path, fingerprint: str) -> str:
 def cross_validate(data: str | Path, out: str | Path, folds: int = 5, seed: int = 0,
                    data_options: DataOptions | None = None, batch_size: int | None = None, workers: int | None = None,
                    runtime: str = "auto", show_progress: bool = True, report: bool = True, resume: bool = False,
-                   overwrite: bool = False, **train_options) -> dict:
+                   overwrite: bool = False, options: TrainOptions | None = None, **train_options) -> dict:
     """Train one model per fold (any ``wardrobe.train`` option) and write OUT/fold-K/ (model file,
     metrics.json, confusion matrix), OUT/cv.json, cv.csv, cv.md and report.html.
 
     The folds ignore any split column of DATA: every photo is validated on exactly once.
     ``resume``: folds an earlier run of the same CV finished are reused, and a fine-tuning fold it
     left half done continues from its last checkpoint (a CV of the best recipe takes hours).
-    ``overwrite``: replace an earlier CV in OUT (otherwise refused)."""
+    ``overwrite``: replace an earlier CV in OUT (otherwise refused). ``options``: the training
+    options (TrainOptions) every fold trains with; keyword options are laid over them."""
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -168,12 +170,13 @@ def cross_validate(data: str | Path, out: str | Path, folds: int = 5, seed: int 
         fold_dir = out / f"fold-{k}"
         assignment = {paths[i]: "train" for i in tr} | {paths[i]: "validation" for i in va}
         fingerprint = _fold_fingerprint(data, folds, seed, k, [paths[i] for i in tr], [paths[i] for i in va],
-                                        {"batch_size": batch_size, **train_options}, opts)
+                                        {"batch_size": batch_size, **train_options,
+                                         **({"options": options.to_dict()} if options else {})}, opts)
         state = _fold_state(fold_dir, fingerprint) if resume else "new"
         m, model_path = _fold_run(data, fold_dir, state, fingerprint, f"{k}/{folds}", len(tr), len(va),
                                   dict(data_options=DataOptions(**opts.to_dict()), seed=seed, batch_size=batch_size,
                                        workers=workers, runtime=runtime, show_progress=show_progress,
-                                       splits=assignment, **train_options))
+                                       splits=assignment, options=options, **train_options))
         if not m:  # a non-zero rank of a multi-process run
             return {}
         cm = np.array(m["confusion_matrix"])

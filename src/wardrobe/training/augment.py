@@ -6,52 +6,12 @@ model's normalisation, so the training loop receives ready float batches.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 from torchvision.transforms import v2
 
-from wardrobe.errors import WardrobeError
+from wardrobe.training.knobs import Augment
 from wardrobe.transforms import Preprocess
-
-
-@dataclass(frozen=True)
-class Augment:
-    hflip: float = 0.0  # probability
-    rotation: float = 0.0  # degrees, uniform in [-r, r]
-    crop_scale: float = 1.0  # RandomResizedCrop lower scale bound; 1.0 = centre crop
-    color_jitter: float = 0.0  # brightness/contrast/saturation strength (hue a quarter of it)
-    randaugment_n: int = 0
-    randaugment_m: int = 9
-    erasing: float = 0.0  # RandomErasing probability
-    noise: float = 0.0  # Gaussian noise sigma on pixels in [0, 1]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-AUGMENT_PRESETS = {
-    "none": Augment(),
-    "light": Augment(hflip=0.5, crop_scale=0.6),
-    "standard": Augment(hflip=0.5, crop_scale=0.35, color_jitter=0.2),
-    "strong": Augment(hflip=0.5, crop_scale=0.25, color_jitter=0.3, randaugment_n=2, randaugment_m=9, erasing=0.25),
-}
-
-
-def resolve_augment(preset: str = "standard", **knobs) -> Augment:
-    if preset not in AUGMENT_PRESETS:
-        raise WardrobeError(f"--augment {preset}: unknown preset (use {', '.join(AUGMENT_PRESETS)})")
-    names = {f.name for f in fields(Augment)}
-    unknown = set(knobs) - names
-    if unknown:
-        raise TypeError(f"unknown augmentation knob(s): {sorted(unknown)}")
-    aug = replace(AUGMENT_PRESETS[preset], **{k: v for k, v in knobs.items() if v is not None})
-    if not 0 < aug.crop_scale <= 1:
-        raise WardrobeError(f"--crop-scale {aug.crop_scale}: must be in (0, 1]")
-    for name in ("hflip", "erasing"):
-        if not 0 <= getattr(aug, name) <= 1:
-            raise WardrobeError(f"--{name} {getattr(aug, name)}: a probability must be in [0, 1]")
-    return aug
 
 
 def train_transform(aug: Augment, pre: Preprocess, size: int | None = None) -> v2.Compose:

@@ -5,48 +5,55 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from wardrobe.errors import WardrobeError
-from wardrobe.training.augment import Augment, resolve_augment
-from wardrobe.training.losses import LOSSES
+from wardrobe.training.knobs import Augment, flag, resolve_augment
 
+LOSSES = ("ce", "weighted_ce", "focal")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("cosine", "onecycle", "plateau", "none")
 SAMPLERS = ("none", "balanced")
+
+
+def fit_flag(default, help: str):
+    """A FitConfig field that is also a flag of `wardrobe train` (and cv, compare)."""
+    return flag(default, help, panel="Training (finetune / scratch)")
 
 
 @dataclass
 class FitConfig:
     mode: str = "finetune"  # finetune | scratch
     model: str = "efficientnet_lite0"
-    image_size: int | None = None  # default: the model's own (scratch: 224)
-    train_size: int | None = None  # random crops at this size (default image_size); evaluation stays at image_size
-    epochs: int = 5
+    image_size: int | None = fit_flag(None, "Input size in pixels (default: the model's).")
+    train_size: int | None = fit_flag(None, "Train on random crops of this size (default: --image-size); smaller is "
+                                            "faster and, with random-resized crops, matches object sizes at test (FixRes).")
+    epochs: int = fit_flag(5, "Training epochs.")
     batch_size: int = 32
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 0.05
+    optimizer: str = fit_flag("adamw", "adamw or sgd.")
+    lr: float = fit_flag(1e-3, "Peak learning rate of the head.")
+    weight_decay: float = fit_flag(0.05, "Weight decay.")
     momentum: float = 0.9
-    scheduler: str = "onecycle"
-    warmup_epochs: float = 0.3
-    label_smoothing: float = 0.1
-    loss: str = "ce"
-    focal_gamma: float = 2.0
-    sampler: str = "none"
-    balance: int | None = None  # resample every class to N photos per epoch
-    trainable: str = "all"  # all | head | last:N (stages)
-    head_epochs: int = 0  # two-stage: head only for this many epochs, then `trainable`
-    backbone_lr_mult: float = 1.0
-    patience: int | None = None  # early stopping on validation macro-F1
+    scheduler: str = fit_flag("onecycle", "onecycle, cosine (with warm-up), plateau or none.")
+    warmup_epochs: float = fit_flag(0.3, "Warm-up of one-cycle and cosine, in epochs.")
+    label_smoothing: float = fit_flag(0.1, "Label smoothing of the cross-entropy.")
+    loss: str = fit_flag("ce", "ce, weighted_ce (class-weighted) or focal.")
+    focal_gamma: float = fit_flag(2.0, "Focusing parameter of the focal loss.")
+    sampler: str = fit_flag("none", "none or balanced (each class equally likely).")
+    balance: int | None = fit_flag(None, "Resample every class to N photos per epoch.")
+    trainable: str = fit_flag("all", "all, head, or last:N backbone stages.")
+    head_epochs: int = fit_flag(0, "Two-stage: train the head alone for N epochs first.")
+    backbone_lr_mult: float = fit_flag(1.0, "Backbone LR = head LR x this.")
+    patience: int | None = fit_flag(None, "Early stopping: epochs without a better validation macro-F1.")
     augment: Augment = field(default_factory=lambda: resolve_augment("standard"))
     drop_rate: float = 0.2
-    drop_path: float = 0.0  # stochastic depth (timm networks)
-    ema: float | None = None  # decay of an exponential moving average of the weights, which is then the model
-    devices: int | str = 1
-    strategy: str = "auto"
-    accelerator: str = "auto"
+    drop_path: float = fit_flag(0.0, "Stochastic depth rate (timm networks).")
+    ema: float | None = fit_flag(None, "Keep an exponential moving average of the weights with this decay per step "
+                                       "(e.g. 0.99); it is validated and saved instead of the raw weights.")
+    devices: int | str = fit_flag(1, "Devices (or processes on CPU) for Lightning.")
+    strategy: str = fit_flag("auto", "Lightning strategy, e.g. ddp.")
+    accelerator: str = fit_flag("auto", "auto, cpu or gpu.")
     workers: int | None = None
     use_pixel_cache: bool = True
     overfit_gap: float = 0.15  # warn when train accuracy exceeds validation accuracy by this much
-    max_minutes: float | None = None  # stop training after this wall time (then keep the best epoch)
+    max_minutes: float | None = fit_flag(None, "Stop after this wall time and keep the best epoch.")
     seed: int = 0
 
     def validate(self) -> "FitConfig":

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSSES = ("ce", "weighted_ce", "focal")
+from wardrobe.training.config import LOSSES  # noqa: F401 - the names are declared with the options
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:

@@ -15,9 +15,10 @@ from wardrobe.files import is_secondary_process
 from wardrobe.metrics import summary
 from wardrobe.models.modelfile import MODEL_FILENAME, save_model
 from wardrobe.models.registry import DEFAULT_BACKBONE
-from wardrobe.training.augment import Augment, resolve_augment
+from wardrobe.training.knobs import resolve_augment
 from wardrobe.training.config import TRAIN_PRESETS, FitConfig, fit_config
 from wardrobe.training.finetune import fit_network
+from wardrobe.training.options import TrainOptions
 from wardrobe.training.probe import DEFAULT_CS, DEFAULT_HEAD, train_probe
 from wardrobe.training.runfolder import RunFolder, check_out
 from wardrobe.ui import info, warn
@@ -34,19 +35,15 @@ class TrainResult:
     config: dict
 
 
-def train(data: str | Path, out: str | Path, mode: str | None = None, model: str | None = None,
-          preset: str | None = None, data_options: DataOptions | None = None, val_ratio: float = 0.15,
-          test_ratio: float = 0.0, seed: int = 0, batch_size: int | None = None, workers: int | None = None,
-          runtime: str = "auto", cs: tuple[float, ...] = DEFAULT_CS, head: str = DEFAULT_HEAD,
-          use_cache: bool = True, show_progress: bool = True, resume: bool = False,
-          fit: FitConfig | None = None, extra_callbacks=(), splits: Mapping[str, str] | None = None,
-          warn_leakage: bool = True, overwrite: bool = False,
-          **options) -> TrainResult:
+def train(data: str | Path, out: str | Path, options: TrainOptions | None = None, *, resume: bool = False,
+          overwrite: bool = False, show_progress: bool = True, fit: FitConfig | None = None, extra_callbacks=(),
+          splits: Mapping[str, str] | None = None, warn_leakage: bool = True, **kwargs) -> TrainResult:
     """Train a classifier on DATA and write OUT/{model.safetensors, config.json, metrics.json}.
 
-    ``mode``: probe (frozen backbone + logistic regression, the default), finetune or scratch.
-    ``preset``: fast (the probe) or best (the strongest recipe for 30 minutes on 2 CPU cores).
-    Other keyword options are data options (see DataOptions) or training options (see FitConfig).
+    ``options`` (TrainOptions), and any of its fields as keyword options laid over it: ``mode``
+    probe (frozen backbone + logistic regression, the default), finetune or scratch; ``preset`` fast
+    (the probe) or best (the strongest recipe for 30 minutes on 2 CPU cores); data options (see
+    DataOptions); split, probe, fine-tuning (see FitConfig) and augmentation options.
     ``splits``: {photo path: "train" | "validation"} overriding any split column or ratio (how
     cross-validation hands each fold its photos); photos it does not name are left out.
     In probe mode ``noise=SIGMA`` hardens the model: the logistic regression also sees embeddings
@@ -55,30 +52,36 @@ def train(data: str | Path, out: str | Path, mode: str | None = None, model: str
     beside OUT (OUT.partial) and renamed onto it at the end; ``resume`` continues an interrupted one.
     """
     t0 = time.perf_counter()
-    mode, fit, data_overrides, fit_overrides, probe_noise = _resolve_options(mode, preset, fit, options)
+    opts = TrainOptions.build(options, **kwargs)
+    mode, fit, fit_overrides, probe_noise = _resolve(opts, fit)
     out = Path(out)
     if mode == "probe" and resume:
         raise WardrobeError("--resume continues a fine-tuning or scratch run; a probe run has nothing to resume")
     if not is_secondary_process():  # fail before minutes of data loading, not after
         check_out(out, overwrite, resume)
-    opts = data_options or DataOptions()
-    ds = _load(data, opts, data_overrides, splits, val_ratio, test_ratio, seed, mode)
-    leakage = split_leakage(ds.records, workers, show_progress)
+    sp = opts.split
+    val_ratio, test_ratio, seed = _given(sp.val_ratio, 0.15), _given(sp.test_ratio, 0.0), _given(sp.seed, 0)
+    ds = _load(data, opts.data, splits, val_ratio, test_ratio, seed, mode)
+    leakage = split_leakage(ds.records, opts.workers, show_progress)
     if warn_leakage and (message := leakage_message(leakage)):  # cv says it once for all its folds
         warn(message)
-    config = {"mode": mode, "data": str(data), "data_options": opts.to_dict(), "dataset": ds.description,
-              "val_ratio": val_ratio, "test_ratio": test_ratio, "seed": seed, "runtime": runtime}
+    runtime = opts.runtime or "auto"
+    config = {"mode": mode, "data": str(data), "data_options": opts.data.to_dict(), "dataset": ds.description,
+              "val_ratio": val_ratio, "test_ratio": test_ratio, "seed": seed, "runtime": runtime,
+              "options": opts.to_dict()}
     with RunFolder(out, overwrite, resume) as work:
         if mode == "probe":
-            if fit_overrides:
-                raise WardrobeError(f"options {', '.join(sorted(fit_overrides))} apply to --mode finetune or "
-                                    "scratch, not probe")
-            config["batch_size"] = batch_size or PROBE_BATCH
-            run = train_probe(ds, model or DEFAULT_BACKBONE, config["batch_size"], workers, runtime, cs, head, use_cache,
+            # the pixel cache is fine-tuning's; --no-cache asks the probe for fresh embeddings instead
+            if given := sorted(set(fit_overrides) - {"use_pixel_cache"}):
+                raise WardrobeError(f"options {', '.join(given)} apply to --mode finetune or scratch, not probe")
+            config["batch_size"] = opts.batch_size or PROBE_BATCH
+            pr = opts.probe
+            run = train_probe(ds, opts.model or DEFAULT_BACKBONE, config["batch_size"], opts.workers, runtime,
+                              pr.cs or DEFAULT_CS, pr.head or DEFAULT_HEAD, _given(pr.use_cache, True),
                               show_progress, probe_noise, seed)
         else:
-            cfg = fit_config(fit, mode=mode, model=model, batch_size=batch_size, workers=workers, seed=seed,
-                             **fit_overrides)  # None: the preset's (or FitConfig's) value
+            cfg = fit_config(fit, mode=mode, model=opts.model, batch_size=opts.batch_size, workers=opts.workers,
+                             seed=seed, **fit_overrides)  # None: the preset's (or FitConfig's) value
             config["batch_size"] = cfg.batch_size
             run = fit_network(ds, work, cfg, resume=resume, show_progress=show_progress,
                               extra_callbacks=extra_callbacks)
@@ -89,39 +92,34 @@ def train(data: str | Path, out: str | Path, mode: str | None = None, model: str
     return TrainResult(out, out / MODEL_FILENAME, metrics, config)
 
 
-def _resolve_options(mode, preset, fit, options: dict):
-    """(mode, fit preset, data overrides, fit overrides, probe noise) from train()'s keyword options."""
-    options = dict(options)
-    # Augmentation: a preset name and/or single knobs laid over the preset (or the recipe's own).
-    aug_knobs = {k: v for k in Augment.__dataclass_fields__ if (v := options.pop(k, None)) is not None}
-    aug = options.pop("augment", None)
-    probe_noise = 0.0
-    if isinstance(aug, str):
-        options["augment"] = resolve_augment(aug, **aug_knobs)
-    elif set(aug_knobs) == {"noise"} and (mode or ("finetune" if preset == "best" else "probe")) == "probe":
-        probe_noise = float(aug_knobs["noise"])
-    elif aug_knobs:
-        base = aug or (TRAIN_PRESETS["best"].augment if preset == "best" else FitConfig().augment)
-        options["augment"] = replace(base, **aug_knobs)
-    elif aug is not None:
-        options["augment"] = aug
-    data_names, fit_names = set(DataOptions.__dataclass_fields__), set(FitConfig.__dataclass_fields__)
-    unknown = set(options) - data_names - fit_names
-    if unknown:
-        raise TypeError(f"unknown option(s): {sorted(unknown)}")
+def _given(value, default):
+    return default if value is None else value
+
+
+def _resolve(opts: TrainOptions, fit: FitConfig | None):
+    """(mode, fit preset, fit overrides, probe noise) from the options."""
+    preset = opts.preset
     if preset is not None and preset not in TRAIN_PRESETS:
         raise WardrobeError(f"--preset {preset}: use one of {', '.join(TRAIN_PRESETS)}")
+    mode = opts.mode
     if preset == "best":
         fit, mode = TRAIN_PRESETS["best"], mode or "finetune"
     mode = mode or "probe"
     if mode not in MODES:
         raise WardrobeError(f"--mode {mode}: not available (modes: {', '.join(MODES)})")
-    return (mode, fit, {k: v for k, v in options.items() if k in data_names},
-            {k: v for k, v in options.items() if k in fit_names and k not in data_names}, probe_noise)
+    overrides, knobs, probe_noise = opts.fit_overrides(), opts.knobs(), 0.0
+    # Augmentation: a preset name and/or single knobs laid over the preset (or the recipe's own).
+    if opts.augment is not None:
+        overrides["augment"] = resolve_augment(opts.augment, **knobs)
+    elif set(knobs) == {"noise"} and mode == "probe":
+        probe_noise = float(knobs["noise"])
+    elif knobs:
+        overrides["augment"] = replace((fit or FitConfig()).augment, **knobs)
+    return mode, fit, overrides, probe_noise
 
 
-def _load(data, opts, overrides, splits, val_ratio, test_ratio, seed, mode) -> Dataset:
-    ds = load_dataset(data, opts, **overrides)
+def _load(data, opts: DataOptions, splits, val_ratio, test_ratio, seed, mode) -> Dataset:
+    ds = load_dataset(data, opts)
     if splits is not None:
         ds = Dataset([replace(r, split=splits[str(r.path)]) for r in ds.records if str(r.path) in splits],
                      ds.name, ds.skipped, dict(ds.description, split="explicit"))
