@@ -45,3 +45,9 @@ def test_the_command_line_starts_without_torch():
     code = "import sys, wardrobe.cli; print(sorted(m for m in ('torch', 'lightning', 'timm') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr[-2000:]
+
+
+def test_help_lists_the_commands_in_workflow_order():
+    out = subprocess.run([sys.executable, "-m", "wardrobe.cli", "--help"], capture_output=True, text=True, timeout=60)
+    names = [line.split()[1] for line in out.stdout.splitlines() if line.startswith("│ ") and line[2].isalpha()]
+    assert names[:3] == ["train", "cv", "compare"], names

@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 
 from wardrobe.data.images import ImageError, load_image
+from wardrobe.plotting import pyplot, save
 
 MAX_GROUPS = 100  # per kind of duplicate group shown as thumbnails; audit.json lists them all
 MAX_SUSPECTS = 100
@@ -15,10 +16,7 @@ MAX_ROWS = 200
 
 
 def plot_class_histogram(counts: dict[str, int], path: Path, title: str = "") -> None:
-    import matplotlib  # heavy: matplotlib, only when plotting
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # heavy: matplotlib, only when plotting
+    plt = pyplot()
 
     names = list(counts)[::-1]
     fig, ax = plt.subplots(figsize=(7, max(2.5, 0.3 * len(names) + 1)))
@@ -28,8 +26,7 @@ def plot_class_histogram(counts: dict[str, int], path: Path, title: str = "") ->
     ax.set_xlabel("photos")
     ax.set_title(f"{title} classes".strip())
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path, dpi=100)
 
 
 def _thumb(path: str, side: int = 96) -> str:

@@ -1,10 +1,10 @@
 """The ``wardrobe`` command: a thin layer of options over the Python API."""
 
+# ruff: noqa: I001 - importing train, use and catalog registers their commands, in the order --help lists them
 from __future__ import annotations
 
 import sys
 
-# isort: skip_file - the imports below register the commands, in the order --help lists them
 from wardrobe.cli.common import app
 from wardrobe.cli import train, use, catalog  # noqa: F401
 from wardrobe.errors import WardrobeError

@@ -8,8 +8,28 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from wardrobe.cli.common import (
+    BatchSize,
+    Exclude,
+    Extension,
+    ImageCol,
+    ImagesDir,
+    Include,
+    LabelCol,
+    LabelMap,
+    LabelRegex,
+    MinCount,
+    Rename,
+    Runtime,
+    SplitCol,
+    TopK,
+    Workers,
+    _data_options,
+    app,
+    data_app,
+    datasets_app,
+)
 from wardrobe.ui import console, results
-from wardrobe.cli.common import app, datasets_app, data_app, ImageCol, LabelCol, SplitCol, ImagesDir, Extension, LabelRegex, LabelMap, Include, Exclude, Rename, TopK, MinCount, Runtime, BatchSize, Workers, _data_options
 
 
 @datasets_app.callback()
@@ -17,10 +37,7 @@ def datasets(ctx: typer.Context):
     """List the dataset presets and where their data is looked for."""
     if ctx.invoked_subcommand:
         return
-    from wardrobe.data.presets import (  # heavy: pulls in torch; per command, so --help stays fast
-        PRESETS,
-        dataset_root,
-    )
+    from wardrobe.data.presets import PRESETS, dataset_root  # heavy: torch; imported per command
 
     root = dataset_root()
     t = Table(title=f"presets (data folder: {root})")
@@ -36,13 +53,8 @@ def datasets_download(
     if_missing: Annotated[bool, typer.Option("--if-missing", help="Do nothing when the dataset is already there.")] = False,
 ):
     """Download the upstream clothing dataset (needs internet)."""
-    from wardrobe.data.presets import (  # heavy: pulls in torch; per command, so --help stays fast
-        DATASET_DIRNAME,
-        PRESETS,
-        data_dir,
-        download,
-    )
-    from wardrobe.ui import progress  # heavy: pulls in torch; per command, so --help stays fast
+    from wardrobe.data.presets import DATASET_DIRNAME, PRESETS, data_dir, download  # heavy: torch; imported per command
+    from wardrobe.ui import progress  # heavy: torch; imported per command
 
     root = (dest or data_dir()) / DATASET_DIRNAME
     if if_missing and all((root / p.manifest).is_file() for p in PRESETS.values()):
@@ -56,7 +68,7 @@ def datasets_download(
 @app.command()
 def models():
     """List networks: parameters, input size, and whether pretrained weights are available here."""
-    from wardrobe.models.registry import model_catalogue  # heavy: pulls in torch; per command, so --help stays fast
+    from wardrobe.models.registry import model_catalogue  # heavy: torch; imported per command
 
     t = Table(title="models (any other timm name works too)")
     for col in ("name", "architecture", "params (M)", "input", "pretrained weights"):
@@ -88,10 +100,7 @@ def data_audit(
 ):
     """Find what is wrong with labelled photos: missing, unreadable and unlabelled files, odd labels,
     sizes and colour modes, exact and near duplicates across splits, likely label errors."""
-    from wardrobe.audit import (  # heavy: pulls in torch; per command, so --help stays fast
-        AuditOptions,
-        audit,
-    )
+    from wardrobe.audit import AuditOptions, audit  # heavy: torch; imported per command
 
     opts = _data_options(image_col, label_col, split_col, images_dir, extension, label_regex, label_map,
                          include, exclude, rename, top_k_classes, min_count, False)

@@ -8,8 +8,6 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-
-
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, evaluate and use clothing-photo classifiers.")
 
@@ -54,7 +52,7 @@ Tta = Annotated[bool, typer.Option("--tta", help="Test-time augmentation: averag
 
 def _data_options(image_col, label_col, split_col, images_dir, extension, label_regex, label_map, include,
                   exclude, rename, top_k_classes, min_count, strict):
-    from wardrobe.data import DataOptions  # heavy: pulls in torch; per command, so --help stays fast
+    from wardrobe.data import DataOptions  # heavy: torch; imported per command
 
     return DataOptions(image_col=image_col, label_col=label_col, split_col=split_col,
                        images_dir=str(images_dir) if images_dir else None, extension=extension,

@@ -11,12 +11,30 @@ from typing import Annotated, Optional
 import click
 import typer
 
+from wardrobe.cli.common import (
+    Exclude,
+    Extension,
+    ImageCol,
+    ImagesDir,
+    Include,
+    LabelCol,
+    LabelMap,
+    LabelRegex,
+    MinCount,
+    Rename,
+    Runtime,
+    SplitCol,
+    Strict,
+    TopK,
+    Workers,
+    _data_options,
+    _metrics_table,
+    app,
+)
 from wardrobe.errors import WardrobeError
 from wardrobe.training.config import FitConfig
 from wardrobe.training.knobs import Augment
 from wardrobe.ui import results
-from wardrobe.cli.common import app, ImageCol, LabelCol, SplitCol, ImagesDir, Extension, LabelRegex, LabelMap, Include, Exclude, Rename, TopK, MinCount, Strict, Runtime, Workers, _data_options, _metrics_table
-
 
 Fit = "Training (finetune / scratch)"
 Aug = "Augmentation (finetune / scratch)"
@@ -45,8 +63,8 @@ def _train(
     **flags,
 ):
     """Train a classifier on labelled photos; writes OUT/model.safetensors, config.json, metrics.json."""
-    from wardrobe.training import train as train_api  # heavy: pulls in torch; per command, so --help stays fast
-    from wardrobe.training.options import TrainOptions  # heavy: pulls in torch; per command, so --help stays fast
+    from wardrobe.training import train as train_api  # heavy: torch; imported per command
+    from wardrobe.training.options import TrainOptions  # heavy: torch; imported per command
 
     opts = _data_options(image_col, label_col, split_col, images_dir, extension, label_regex, label_map,
                          include, exclude, rename, top_k_classes, min_count, strict)
@@ -141,10 +159,7 @@ def cv(
     Every other option (after DATA) is a 'wardrobe train' option, e.g. --preset best or --model;
     --resume reuses the folds an interrupted run of the same CV finished and continues the one it was
     training from its last checkpoint."""
-    from wardrobe.evaluation.cv import (  # heavy: pulls in torch; per command, so --help stays fast
-        cross_validate,
-        cv_table,
-    )
+    from wardrobe.evaluation.cv import cross_validate, cv_table  # heavy: torch; imported per command
 
     kwargs = _train_options(data, ctx.args)
     result = cross_validate(data, out, folds=folds, report=not no_report, **kwargs)
@@ -161,7 +176,10 @@ def compare(
 ):
     """Train and evaluate several models on the same split (or folds); a leaderboard of quality,
     parameters, MFLOPs, latency and training time. Other options are 'wardrobe train' options."""
-    from wardrobe.evaluation.compare import compare as compare_api, leaderboard_table  # heavy: pulls in torch; per command, so --help stays fast
+    from wardrobe.evaluation.compare import (  # heavy: torch; imported per command
+        compare as compare_api,
+        leaderboard_table,
+    )
 
     kwargs = _train_options(data, ctx.args)
     if "model" in kwargs:

@@ -9,9 +9,30 @@ from typing import Annotated, Optional
 
 import typer
 
+from wardrobe.cli.common import (
+    BatchSize,
+    Exclude,
+    Extension,
+    ImageCol,
+    ImagesDir,
+    Include,
+    LabelCol,
+    LabelMap,
+    LabelRegex,
+    MinCount,
+    Rename,
+    Runtime,
+    SplitCol,
+    Strict,
+    TopK,
+    Tta,
+    Workers,
+    _data_options,
+    _metrics_table,
+    app,
+)
 from wardrobe.errors import WardrobeError
 from wardrobe.ui import console, results
-from wardrobe.cli.common import app, ImageCol, LabelCol, SplitCol, ImagesDir, Extension, LabelRegex, LabelMap, Include, Exclude, Rename, TopK, MinCount, Strict, Runtime, BatchSize, Workers, Tta, _data_options, _metrics_table
 
 
 @app.command()
@@ -34,7 +55,7 @@ def evaluate(
 ):
     """Measure a model on labelled photos: accuracy, F1, mAP, per-class metrics, confusion matrix,
     calibration (ECE); with --out also a reliability diagram and report.html."""
-    from wardrobe.evaluation import evaluate as evaluate_api  # heavy: pulls in torch; per command, so --help stays fast
+    from wardrobe.evaluation import evaluate as evaluate_api  # heavy: torch; imported per command
 
     opts = _data_options(image_col, label_col, split_col, images_dir, extension, label_regex, label_map,
                          include, exclude, rename, top_k_classes, min_count, strict)
@@ -42,10 +63,7 @@ def evaluate(
                           workers=workers, runtime=runtime, tta=tta, robustness=robustness, calibrate=calibrate,
                           report=not no_report)
     results.print(_metrics_table(result, f"{data} ({result['split']}, {result['n_images']} photos)"))
-    from wardrobe.evaluation.tables import (  # heavy: pulls in torch; per command, so --help stays fast
-        calibration_line,
-        robustness_table,
-    )
+    from wardrobe.evaluation.tables import calibration_line, robustness_table  # heavy: torch; imported per command
 
     results.print(calibration_line(result))
     if "robustness" in result:
@@ -71,7 +89,7 @@ def predict(
 ):
     """Label photos with a trained model (run folder, model file or exported .onnx); rows are written
     batch by batch, one per photo, with an error column for unreadable ones."""
-    from wardrobe.inference.batch import label_photos  # heavy: pulls in torch; per command, so --help stays fast
+    from wardrobe.inference.batch import label_photos  # heavy: torch; imported per command
 
     summary = label_photos(model, paths, output, fmt=fmt, top_k=top_k, batch_size=batch_size, workers=workers,
                            resume=resume, runtime=runtime, tta=tta, limit=limit, devices=devices,
@@ -96,10 +114,7 @@ def export(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write (default: model.onnx or model.int8.onnx beside the model).")] = None,
 ):
     """Export a model to ONNX, with class names and preprocessing in its metadata."""
-    from wardrobe.inference.export import (  # heavy: pulls in torch; per command, so --help stays fast
-        calibration_photos,
-        export_model,
-    )
+    from wardrobe.inference.export import calibration_photos, export_model  # heavy: torch; imported per command
 
     if calibrate and not int8:
         raise WardrobeError("--calibrate goes with --int8")
@@ -123,8 +138,8 @@ def serve(
 ):
     """Serve a model over HTTP: POST /v1/predict, GET /v1/model, /healthz, /docs, and a web page at /."""
 
-    from wardrobe.data.images import ImageLimits  # heavy: pulls in torch; per command, so --help stays fast
-    from wardrobe.inference.serve import Limits, serve as serve_api  # heavy: pulls in torch; per command, so --help stays fast
+    from wardrobe.data.images import ImageLimits  # heavy: torch; imported per command
+    from wardrobe.inference.serve import Limits, serve as serve_api  # heavy: torch; imported per command
 
     image = ImageLimits.from_env()
     image = replace(image, **{k: v for k, v in dict(max_pixels=max_pixels, max_side=max_side,
@@ -145,10 +160,10 @@ def bench(
 ):
     """Speed of a model on this machine: single-photo latency p50/p95 and batch throughput, with and
     without JPEG decoding; prints the CPU model and thread counts."""
-    from wardrobe.data.images import is_image_file  # heavy: pulls in torch; per command, so --help stays fast
-    from wardrobe.evaluation.speed import bench as bench_api  # heavy: pulls in torch; per command, so --help stays fast
-    from wardrobe.evaluation.tables import speed_table  # heavy: pulls in torch; per command, so --help stays fast
-    from wardrobe.inference import Classifier  # heavy: pulls in torch; per command, so --help stays fast
+    from wardrobe.data.images import is_image_file  # heavy: torch; imported per command
+    from wardrobe.evaluation.speed import bench as bench_api  # heavy: torch; imported per command
+    from wardrobe.evaluation.tables import speed_table  # heavy: torch; imported per command
+    from wardrobe.inference import Classifier  # heavy: torch; imported per command
 
     files = []
     for p in images or []:

@@ -9,6 +9,7 @@ import numpy as np
 from wardrobe.errors import WardrobeError
 from wardrobe.metrics import softmax
 from wardrobe.models.modelfile import update_meta
+from wardrobe.plotting import pyplot, save
 
 ECE_BINS = 15
 
@@ -69,10 +70,7 @@ def plot_reliability(probs: np.ndarray, y_true: np.ndarray, path: Path, title: s
                      bins: int = ECE_BINS, after: np.ndarray | None = None) -> Path:
     """Accuracy against confidence per bin (bars), the diagonal of perfect calibration, and the
     share of photos per bin; ``after``: the same photos' probabilities after temperature scaling."""
-    import matplotlib  # heavy: matplotlib, only when plotting
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # heavy: matplotlib, only when plotting
+    plt = pyplot()
 
     fig, (ax, axh) = plt.subplots(2, 1, figsize=(5.5, 6.5), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
     width = 1.0 / bins
@@ -94,8 +92,7 @@ def plot_reliability(probs: np.ndarray, y_true: np.ndarray, path: Path, title: s
     axh.set_xlabel("confidence (top probability)")
     axh.set_ylabel("photos")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path, dpi=110)
     return path
 
 

@@ -16,6 +16,7 @@ from wardrobe.errors import WardrobeError
 from wardrobe.evaluation.cv import cross_validate
 from wardrobe.evaluation.speed import bench, params_and_mflops
 from wardrobe.models.modelfile import load_model
+from wardrobe.plotting import pyplot, save
 from wardrobe.training import train
 from wardrobe.training.options import TrainOptions
 from wardrobe.training.runfolder import check_out
@@ -104,10 +105,7 @@ def _write(out: Path, rows: list[dict], split: str) -> None:
 
 
 def _plot(rows: list[dict], path: Path, split: str) -> None:
-    import matplotlib  # heavy: matplotlib, only when plotting
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # heavy: matplotlib, only when plotting
+    plt = pyplot()
 
     names = [r["model"] for r in rows]
     x = np.arange(len(names))
@@ -125,8 +123,7 @@ def _plot(rows: list[dict], path: Path, split: str) -> None:
     axl.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
     axl.set_title("latency p50 (ms, 1 photo)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path, dpi=110)
 
 
 def leaderboard_table(result: dict):

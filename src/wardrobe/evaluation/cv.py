@@ -31,8 +31,8 @@ from wardrobe.models.heads import _classifier_path
 from wardrobe.models.modelfile import load_model, resolve_model_path
 from wardrobe.models.registry import create_backbone
 from wardrobe.training import train
-from wardrobe.training.options import TrainOptions
 from wardrobe.training.embeddings import extract_embeddings
+from wardrobe.training.options import TrainOptions
 from wardrobe.training.runfolder import check_out, partial_dir
 from wardrobe.ui import info, warn
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from wardrobe.plotting import pyplot, save
+
 
 def write_confusion_csv(cm: np.ndarray, classes: list[str], path: Path) -> None:
     with path.open("w", newline="") as f:
@@ -17,10 +19,7 @@ def write_confusion_csv(cm: np.ndarray, classes: list[str], path: Path) -> None:
 
 
 def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str = "") -> None:
-    import matplotlib  # heavy: matplotlib, only when plotting
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # heavy: matplotlib, only when plotting
+    plt = pyplot()
 
     cm = np.asarray(cm, dtype=float)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
@@ -47,5 +46,4 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str = 
                             color="white" if data[i, j] > hi / 2 else "black")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save(fig, path, dpi=90)

@@ -16,6 +16,7 @@ import numpy as np
 
 from wardrobe.data.images import ImageError, load_image
 from wardrobe.evaluation.plots import plot_confusion
+from wardrobe.plotting import pyplot, save
 
 SECTIONS = ("summary", "per-class", "confusion-matrix", "training-curves", "class-histogram", "robustness",
             "calibration", "confidently-wrong")
@@ -50,25 +51,11 @@ def img_tag(png: bytes | Path, alt: str, mime: str = "image/png", cls: str = "fi
 
 
 def _fig_png(fig) -> bytes:
-    import matplotlib.pyplot as plt  # heavy: matplotlib, only when plotting
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _plt():
-    import matplotlib  # heavy: matplotlib, only when plotting
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # heavy: matplotlib, only when plotting
-
-    return plt
+    return save(fig)
 
 
 def histogram_png(counts: dict[str, int], title: str) -> bytes:
-    plt = _plt()
+    plt = pyplot()
     names = list(counts)
     fig, ax = plt.subplots(figsize=(max(5, 0.45 * len(names) + 2), 3.5))
     ax.bar(range(len(names)), [counts[n] for n in names], color="tab:blue")
@@ -99,7 +86,7 @@ def curves_html(run_dir: Path | None) -> str | None:
     rows = list(csv.DictReader(path.open()))
     if not rows:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     x = [float(r.get("epoch", i)) for i, r in enumerate(rows)]
     for key in rows[0]:

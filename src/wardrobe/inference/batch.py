@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-
 from wardrobe.data.loader import iter_pixel_batches
 from wardrobe.errors import WardrobeError
 from wardrobe.files import check_output_file

@@ -6,7 +6,6 @@ model's normalisation, so the training loop receives ready float batches.
 
 from __future__ import annotations
 
-
 import torch
 from torchvision.transforms import v2
 

@@ -13,6 +13,7 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import Timer
 
+from wardrobe.plotting import pyplot, save
 from wardrobe.ui import info, warn
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "train_f1_macro", "val_loss", "val_acc", "val_f1_macro",
@@ -156,6 +157,12 @@ class RankReport(L.Callback):
         self.dir = out / "ranks"
         self.images = 0
 
+    def state_dict(self) -> dict:
+        return {"images": self.images}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.images = int(state.get("images", 0))
+
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self.images += len(batch[1])
 
@@ -167,10 +174,7 @@ class RankReport(L.Callback):
 
 
 def plot_curves(rows: list[dict], path: Path) -> None:
-    import matplotlib  # heavy: matplotlib, only when plotting
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # heavy: matplotlib, only when plotting
+    plt = pyplot()
 
     ep = [r["epoch"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
@@ -185,5 +189,4 @@ def plot_curves(rows: list[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path, dpi=100)

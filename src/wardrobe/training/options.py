@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, make_dataclass, replace
 
 from wardrobe.data import DataOptions
-from wardrobe.training.knobs import Augment
 from wardrobe.training.config import FitConfig
+from wardrobe.training.knobs import Augment
 
 
 def _all_none(name: str, source: type, skip: tuple[str, ...] = ()) -> type:

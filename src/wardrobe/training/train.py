@@ -15,9 +15,9 @@ from wardrobe.files import is_secondary_process
 from wardrobe.metrics import summary
 from wardrobe.models.modelfile import MODEL_FILENAME, save_model
 from wardrobe.models.registry import DEFAULT_BACKBONE
-from wardrobe.training.knobs import resolve_augment
 from wardrobe.training.config import TRAIN_PRESETS, FitConfig, fit_config
 from wardrobe.training.finetune import fit_network
+from wardrobe.training.knobs import resolve_augment
 from wardrobe.training.options import TrainOptions
 from wardrobe.training.probe import DEFAULT_CS, DEFAULT_HEAD, train_probe
 from wardrobe.training.runfolder import RunFolder, check_out
