@@ -8,27 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from wardrobe.cli.common import (
-    BatchSize,
-    Exclude,
-    Extension,
-    ImageCol,
-    ImagesDir,
-    Include,
-    LabelCol,
-    LabelMap,
-    LabelRegex,
-    MinCount,
-    Rename,
-    Runtime,
-    SplitCol,
-    TopK,
-    Workers,
-    _data_options,
-    app,
-    data_app,
-    datasets_app,
-)
+from wardrobe.cli import common as opt
+from wardrobe.cli.common import app, data_app, datasets_app
 from wardrobe.ui import console, results
 
 
@@ -90,19 +71,19 @@ def data_audit(
     thumb_similarity: Annotated[float, typer.Option("--thumb-similarity", help="...and 8x8 thumbnail similarity at least this.")] = 0.90,
     embedding_similarity: Annotated[float, typer.Option("--embedding-similarity", help="Near duplicates by embeddings: cosine at least this.")] = 0.97,
     drop_label_errors: Annotated[Optional[float], typer.Option("--drop-label-errors", help="With --write-clean and --embeddings: drop suspects whose probability of their label is below this.")] = None,
-    batch_size: BatchSize = 32,
-    workers: Workers = None,
-    runtime: Runtime = "auto",
-    image_col: ImageCol = "image", label_col: LabelCol = "label", split_col: SplitCol = None,
-    images_dir: ImagesDir = None, extension: Extension = None, label_regex: LabelRegex = None,
-    label_map: LabelMap = None, include: Include = None, exclude: Exclude = None, rename: Rename = None,
-    top_k_classes: TopK = None, min_count: MinCount = None,
+    batch_size: opt.BatchSize = 32,
+    workers: opt.Workers = None,
+    runtime: opt.Runtime = "auto",
+    image_col: opt.ImageCol = "image", label_col: opt.LabelCol = "label", split_col: opt.SplitCol = None,
+    images_dir: opt.ImagesDir = None, extension: opt.Extension = None, label_regex: opt.LabelRegex = None,
+    label_map: opt.LabelMap = None, include: opt.Include = None, exclude: opt.Exclude = None, rename: opt.Rename = None,
+    top_k_classes: opt.TopK = None, min_count: opt.MinCount = None,
 ):
     """Find what is wrong with labelled photos: missing, unreadable and unlabelled files, odd labels,
     sizes and colour modes, exact and near duplicates across splits, likely label errors."""
     from wardrobe.audit import AuditOptions, audit  # heavy: torch; imported per command
 
-    opts = _data_options(image_col, label_col, split_col, images_dir, extension, label_regex, label_map,
+    opts = opt.data_options(image_col, label_col, split_col, images_dir, extension, label_regex, label_map,
                          include, exclude, rename, top_k_classes, min_count, False)
     expected = [x.strip() for x in expected_labels.split(",") if x.strip()] if expected_labels else None
     o = AuditOptions(expected_labels=expected, phash_threshold=phash_bits, thumb_similarity=thumb_similarity,

@@ -50,7 +50,7 @@ Workers = Annotated[Optional[int], typer.Option("--workers", min=0, help="Decodi
 
 Tta = Annotated[bool, typer.Option("--tta", help="Test-time augmentation: average each photo with its mirror image.")]
 
-def _data_options(image_col, label_col, split_col, images_dir, extension, label_regex, label_map, include,
+def data_options(image_col, label_col, split_col, images_dir, extension, label_regex, label_map, include,
                   exclude, rename, top_k_classes, min_count, strict):
     from wardrobe.data import DataOptions  # heavy: torch; imported per command
 
@@ -59,7 +59,7 @@ def _data_options(image_col, label_col, split_col, images_dir, extension, label_
                        label_regex=label_regex, label_map=label_map, include=include or [], exclude=exclude or [],
                        rename=rename, top_k=top_k_classes, min_count=min_count, strict=strict)
 
-def _metrics_table(metrics: dict, title: str) -> Table:
+def metrics_table(metrics: dict, title: str) -> Table:
     t = Table(title=title)
     for col in ("class", "precision", "recall", "F1", "AP", "support"):
         t.add_column(col, justify="left" if col == "class" else "right")

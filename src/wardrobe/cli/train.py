@@ -11,26 +11,8 @@ from typing import Annotated, Optional
 import click
 import typer
 
-from wardrobe.cli.common import (
-    Exclude,
-    Extension,
-    ImageCol,
-    ImagesDir,
-    Include,
-    LabelCol,
-    LabelMap,
-    LabelRegex,
-    MinCount,
-    Rename,
-    Runtime,
-    SplitCol,
-    Strict,
-    TopK,
-    Workers,
-    _data_options,
-    _metrics_table,
-    app,
-)
+from wardrobe.cli import common as opt
+from wardrobe.cli.common import app
 from wardrobe.errors import WardrobeError
 from wardrobe.training.config import FitConfig
 from wardrobe.training.knobs import Augment
@@ -49,24 +31,24 @@ def _train(
     test_ratio: Annotated[float, typer.Option("--test-ratio", help="Test share when DATA has no split column.")] = 0.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Photos per batch (default 32, or the preset's).")] = None,
-    workers: Workers = None,
-    runtime: Runtime = "auto",
+    workers: opt.Workers = None,
+    runtime: opt.Runtime = "auto",
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute embeddings / decoded photos instead of reusing the caches.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run already in OUT (it is kept until the new one is complete).")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run of OUT from its last checkpoint (kept in OUT.partial).", rich_help_panel=Fit)] = False,
     augment: Annotated[Optional[str], typer.Option("--augment", help="none, light, standard or strong.", rich_help_panel=Aug)] = None,
     randaugment: Annotated[Optional[str], typer.Option("--randaugment", help="N,M: RandAugment with N ops of magnitude M.", rich_help_panel=Aug)] = None,
-    image_col: ImageCol = "image", label_col: LabelCol = "label", split_col: SplitCol = None,
-    images_dir: ImagesDir = None, extension: Extension = None, label_regex: LabelRegex = None,
-    label_map: LabelMap = None, include: Include = None, exclude: Exclude = None, rename: Rename = None,
-    top_k_classes: TopK = None, min_count: MinCount = None, strict: Strict = False,
+    image_col: opt.ImageCol = "image", label_col: opt.LabelCol = "label", split_col: opt.SplitCol = None,
+    images_dir: opt.ImagesDir = None, extension: opt.Extension = None, label_regex: opt.LabelRegex = None,
+    label_map: opt.LabelMap = None, include: opt.Include = None, exclude: opt.Exclude = None, rename: opt.Rename = None,
+    top_k_classes: opt.TopK = None, min_count: opt.MinCount = None, strict: opt.Strict = False,
     **flags,
 ):
     """Train a classifier on labelled photos; writes OUT/model.safetensors, config.json, metrics.json."""
     from wardrobe.training import train as train_api  # heavy: torch; imported per command
     from wardrobe.training.options import TrainOptions  # heavy: torch; imported per command
 
-    opts = _data_options(image_col, label_col, split_col, images_dir, extension, label_regex, label_map,
+    opts = opt.data_options(image_col, label_col, split_col, images_dir, extension, label_regex, label_map,
                          include, exclude, rename, top_k_classes, min_count, strict)
     ra_n, ra_m = _randaugment(randaugment)
     devices = flags.pop("devices", None)
@@ -81,7 +63,7 @@ def _train(
     result = train_api(data, out, options, resume=resume, overwrite=overwrite)
     # empty on the non-zero ranks of a multi-process run; no table when nothing was held out (--val-ratio 0)
     if result.metrics and "per_class" in result.metrics:
-        results.print(_metrics_table(result.metrics, f"validation ({result.metrics['counts']['validation']} photos)"))
+        results.print(opt.metrics_table(result.metrics, f"validation ({result.metrics['counts']['validation']} photos)"))
 
 
 
@@ -131,7 +113,7 @@ def _train_options(data: str, args: list[str]) -> dict:
     except click.ClickException as exc:
         raise WardrobeError(f"{exc.format_message()} (options after DATA are those of 'wardrobe train')") from None
     p = dict(ctx.params)
-    opts = _data_options(*(p.pop(k) for k in ("image_col", "label_col", "split_col", "images_dir", "extension",
+    opts = opt.data_options(*(p.pop(k) for k in ("image_col", "label_col", "split_col", "images_dir", "extension",
                                                  "label_regex", "label_map", "include", "exclude", "rename",
                                                  "top_k_classes", "min_count", "strict")))
     for k in ("data", "out", "val_ratio", "test_ratio"):

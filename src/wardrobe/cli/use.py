@@ -9,28 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from wardrobe.cli.common import (
-    BatchSize,
-    Exclude,
-    Extension,
-    ImageCol,
-    ImagesDir,
-    Include,
-    LabelCol,
-    LabelMap,
-    LabelRegex,
-    MinCount,
-    Rename,
-    Runtime,
-    SplitCol,
-    Strict,
-    TopK,
-    Tta,
-    Workers,
-    _data_options,
-    _metrics_table,
-    app,
-)
+from wardrobe.cli import common as opt
+from wardrobe.cli.common import app
 from wardrobe.errors import WardrobeError
 from wardrobe.ui import console, results
 
@@ -41,28 +21,28 @@ def evaluate(
     data: Annotated[str, typer.Argument(help="Preset, folder or manifest with labels.")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for metrics.json and the confusion matrix.")] = None,
     split: Annotated[Optional[str], typer.Option("--split", help="train, validation, test or all (default: test, else validation, else all).")] = None,
-    batch_size: BatchSize = 32,
-    workers: Workers = None,
-    runtime: Runtime = "auto",
-    tta: Tta = False,
+    batch_size: opt.BatchSize = 32,
+    workers: opt.Workers = None,
+    runtime: opt.Runtime = "auto",
+    tta: opt.Tta = False,
     robustness: Annotated[bool, typer.Option("--robustness", help="Also measure the photos under noise, blur, JPEG q20 and brightness changes.")] = False,
     calibrate: Annotated[bool, typer.Option("--calibrate", help="Fit a temperature on DATA's validation split and store it in the model file.")] = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write report.html in --out.")] = False,
-    image_col: ImageCol = "image", label_col: LabelCol = "label", split_col: SplitCol = None,
-    images_dir: ImagesDir = None, extension: Extension = None, label_regex: LabelRegex = None,
-    label_map: LabelMap = None, include: Include = None, exclude: Exclude = None, rename: Rename = None,
-    top_k_classes: TopK = None, min_count: MinCount = None, strict: Strict = False,
+    image_col: opt.ImageCol = "image", label_col: opt.LabelCol = "label", split_col: opt.SplitCol = None,
+    images_dir: opt.ImagesDir = None, extension: opt.Extension = None, label_regex: opt.LabelRegex = None,
+    label_map: opt.LabelMap = None, include: opt.Include = None, exclude: opt.Exclude = None, rename: opt.Rename = None,
+    top_k_classes: opt.TopK = None, min_count: opt.MinCount = None, strict: opt.Strict = False,
 ):
     """Measure a model on labelled photos: accuracy, F1, mAP, per-class metrics, confusion matrix,
     calibration (ECE); with --out also a reliability diagram and report.html."""
     from wardrobe.evaluation import evaluate as evaluate_api  # heavy: torch; imported per command
 
-    opts = _data_options(image_col, label_col, split_col, images_dir, extension, label_regex, label_map,
+    opts = opt.data_options(image_col, label_col, split_col, images_dir, extension, label_regex, label_map,
                          include, exclude, rename, top_k_classes, min_count, strict)
     result = evaluate_api(model, data, out, split=split, data_options=opts, batch_size=batch_size,
                           workers=workers, runtime=runtime, tta=tta, robustness=robustness, calibrate=calibrate,
                           report=not no_report)
-    results.print(_metrics_table(result, f"{data} ({result['split']}, {result['n_images']} photos)"))
+    results.print(opt.metrics_table(result, f"{data} ({result['split']}, {result['n_images']} photos)"))
     from wardrobe.evaluation.tables import calibration_line, robustness_table  # heavy: torch; imported per command
 
     results.print(calibration_line(result))
@@ -79,10 +59,10 @@ def predict(
     resume: Annotated[bool, typer.Option("--resume", help="Keep the rows already in --output and label only the photos missing from it.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output file.")] = False,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Label at most N photos not yet done (continue later with --resume).")] = None,
-    batch_size: BatchSize = 32,
-    workers: Workers = None,
-    runtime: Runtime = "auto",
-    tta: Tta = False,
+    batch_size: opt.BatchSize = 32,
+    workers: opt.Workers = None,
+    runtime: opt.Runtime = "auto",
+    tta: opt.Tta = False,
     devices: Annotated[Optional[str], typer.Option("--devices", help="Devices (or CPU processes) for Lightning's predict loop; each rank writes a shard, merged at the end.")] = None,
     strategy: Annotated[Optional[str], typer.Option("--strategy", help="Lightning strategy for --devices, e.g. ddp.")] = None,
     accelerator: Annotated[Optional[str], typer.Option("--accelerator", help="auto, cpu or gpu (with --devices).")] = None,
@@ -127,7 +107,7 @@ def serve(
     model: Annotated[Path, typer.Argument(help="Run folder, model file or exported .onnx file.")],
     host: Annotated[str, typer.Option("--host", help="Address to bind; 0.0.0.0 exposes the service to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
-    runtime: Runtime = "auto",
+    runtime: opt.Runtime = "auto",
     workers: Annotated[int, typer.Option("--workers", min=1, help="Inference threads (requests beyond wait, up to --max-requests in flight).")] = 2,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.001, help="Largest request body (413 beyond).")] = 20.0,
     max_requests: Annotated[int, typer.Option("--max-requests", min=1, help="Requests in flight at once: uploading, waiting or being labelled (503 beyond).")] = 8,
@@ -153,9 +133,9 @@ def bench(
     model: Annotated[Path, typer.Argument(help="Run folder or model file.")],
     images: Annotated[Optional[list[Path]], typer.Option("--images", help="Photos to time with (repeatable; default: 32 synthetic 800x600 JPEGs).")] = None,
     runs: Annotated[int, typer.Option("--runs", min=5, help="Single-photo runs.")] = 50,
-    batch_size: BatchSize = 32,
-    runtime: Runtime = "auto",
-    tta: Tta = False,
+    batch_size: opt.BatchSize = 32,
+    runtime: opt.Runtime = "auto",
+    tta: opt.Tta = False,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the figures as JSON here.")] = None,
 ):
     """Speed of a model on this machine: single-photo latency p50/p95 and batch throughput, with and
