@@ -163,6 +163,6 @@ def test_datasets_and_models_commands(monkeypatch, tmp_path):
     from wardrobe.models.registry import model_catalogue
 
     rows = {r["name"]: r for r in model_catalogue()}
-    assert rows["efficientnet_lite0"]["pretrained"].startswith("yes") and rows["efficientnet_lite0"]["input_size"] == 224
+    assert rows["efficientnet_lite0"]["pretrained"] == "offline package" and rows["efficientnet_lite0"]["input_size"] == 224
     assert 4.0 < rows["efficientnet_lite0"]["params_m"] < 5.0  # 4.65 M with a 1000-class head
-    assert rows["alexnet"]["pretrained"].startswith("no")
+    assert rows["alexnet"]["pretrained"].startswith("none")

@@ -48,11 +48,14 @@ def datasets_download(
 
 @app.command()
 def models():
-    """List networks: parameters, input size, and whether pretrained weights are available here."""
+    """List networks: parameters, input size, and where pretrained weights come from here (offline
+    package, local Hugging Face cache, the hub when online, none); any of them takes a weights file
+    with --weights FILE."""
     from wardrobe.models.registry import model_catalogue  # heavy: torch; imported per command
 
-    t = Table(title="models (any other timm name works too)")
-    for col in ("name", "architecture", "params (M)", "input", "pretrained weights"):
+    t = Table(title="models (any other timm name works too)",
+              caption="Weights from a file or a hub-style folder: wardrobe train DATA --model NAME --weights FILE")
+    for col in ("name", "architecture", "params (M)", "input", "pretrained weights here"):
         t.add_column(col, justify="right" if col in ("params (M)", "input") else "left",
                      no_wrap=col in ("name", "architecture"))
     for r in model_catalogue():

@@ -27,6 +27,7 @@ def _train(
     preset: Annotated[Optional[str], typer.Option("--preset", help="fast: the probe; best: the strongest recipe for 30 min on 2 CPU cores.")] = None,
     mode: Annotated[Optional[str], typer.Option("--mode", help="probe (frozen backbone + logistic regression on cached embeddings, default), finetune or scratch.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Network ('wardrobe models' lists them); default efficientnet_lite0.")] = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="Pretrained weights for --model from a file (.safetensors, .pth/.pt/.bin) or a hub-style folder; never unpickles objects.")] = None,
     val_ratio: Annotated[float, typer.Option("--val-ratio", help="Validation share when DATA has no split column.")] = 0.15,
     test_ratio: Annotated[float, typer.Option("--test-ratio", help="Test share when DATA has no split column.")] = 0.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -57,7 +58,7 @@ def _train(
     fit_options = {k: v for k, v in fit_options.items() if v is not None}
     if no_cache:
         fit_options["use_pixel_cache"] = False
-    options = TrainOptions.build(mode=mode, model=model, preset=preset, data_options=opts, val_ratio=val_ratio,
+    options = TrainOptions.build(mode=mode, model=model, weights=str(weights) if weights else None, preset=preset, data_options=opts, val_ratio=val_ratio,
                                  test_ratio=test_ratio, seed=seed, batch_size=batch_size, workers=workers,
                                  runtime=runtime, use_cache=not no_cache, **fit_options)
     result = train_api(data, out, options, resume=resume, overwrite=overwrite)
@@ -119,6 +120,8 @@ def _train_options(data: str, args: list[str]) -> dict:
     for k in ("data", "out", "val_ratio", "test_ratio"):
         p.pop(k, None)
     p["randaugment_n"], p["randaugment_m"] = _randaugment(p.pop("randaugment", None))
+    if p.get("weights") is not None:
+        p["weights"] = str(p["weights"])
     devices = p.get("devices")
     if isinstance(devices, str) and devices.isdigit():
         p["devices"] = int(devices)

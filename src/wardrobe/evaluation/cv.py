@@ -7,6 +7,7 @@ them and every later fold (and every later CV of the same data) only fits logist
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import time
@@ -29,11 +30,12 @@ from wardrobe.inference.classifier import Classifier
 from wardrobe.metrics import compute_metrics, softmax
 from wardrobe.models.heads import _classifier_path
 from wardrobe.models.modelfile import load_model, resolve_model_path
-from wardrobe.models.registry import create_backbone
+from wardrobe.models.registry import Backbone
 from wardrobe.training import train
 from wardrobe.training.embeddings import extract_embeddings
 from wardrobe.training.options import TrainOptions
 from wardrobe.training.runfolder import check_out, partial_dir
+from wardrobe.transforms import Preprocess
 from wardrobe.ui import info, warn
 
 CV_KEYS = ("accuracy", "f1_macro", "f1_weighted", "map_macro")
@@ -67,24 +69,26 @@ def aggregate(fold_metrics: list[dict], keys=CV_KEYS) -> dict:
 
 def fold_probabilities(model_path: Path, paths: list, batch_size: int = 32, workers: int | None = None,
                        runtime: str = "auto", show_progress: bool = False) -> tuple[np.ndarray, dict]:
-    """Out-of-fold probabilities of one fold's model. A probe model's backbone is the frozen,
-    cached one, so its head is applied to the cached embeddings instead of rerunning the network."""
+    """Out-of-fold probabilities of one fold's model. A probe model's backbone is the frozen one
+    whose embeddings training cached (same name, weights and preprocessing, so the same cache key),
+    so its head is applied to those embeddings instead of rerunning the network."""
     import torch  # heavy: torch, only on this path
-
 
     model, meta = load_model(model_path)
     if meta.get("mode") == "probe" and meta.get("backbone"):
-        backbone = create_backbone(meta["backbone"], pretrained=True)
-        if backbone.weights == meta.get("weights"):
-            feats, errors, _ = extract_embeddings(paths, backbone, batch_size, workers, runtime,
-                                                  show_progress=show_progress)
-            head = model.get_submodule(_classifier_path(model))
-            good = np.array([i not in errors for i in range(len(paths))], dtype=bool)
-            probs = np.full((len(paths), len(meta["classes"])), np.nan, dtype=np.float32)
-            with torch.no_grad():
-                logits = head(torch.from_numpy(np.nan_to_num(feats[good]))).double()
-            probs[good] = softmax(logits.numpy(), float(meta.get("temperature", 1.0)))
-            return probs, errors
+        net = copy.deepcopy(model)
+        net.reset_classifier(0)
+        backbone = Backbone(meta["backbone"], meta["arch"], net.eval(), Preprocess.from_dict(meta["preprocess"]),
+                            meta.get("weights", "random"))
+        feats, errors, _ = extract_embeddings(paths, backbone, batch_size, workers, runtime,
+                                              show_progress=show_progress)
+        head = model.get_submodule(_classifier_path(model))
+        good = np.array([i not in errors for i in range(len(paths))], dtype=bool)
+        probs = np.full((len(paths), len(meta["classes"])), np.nan, dtype=np.float32)
+        with torch.no_grad():
+            logits = head(torch.from_numpy(np.nan_to_num(feats[good]))).double()
+        probs[good] = softmax(logits.numpy(), float(meta.get("temperature", 1.0)))
+        return probs, errors
     clf = Classifier.load(model_path, runtime=runtime)
     return clf.predict_proba(paths, batch_size, workers, show_progress, "out-of-fold")
 

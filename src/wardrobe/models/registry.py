@@ -5,9 +5,11 @@ EfficientNet-Lite weights are a weight source like any other."""
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import timm
 import torch
@@ -15,6 +17,14 @@ import torch
 from wardrobe.errors import WardrobeError
 from wardrobe.models.lite import LITE_INPUT_SIZE, LITE_MEAN, LITE_PACKAGES, LITE_STD, lite_state_dict
 from wardrobe.models.scratch import LEGACY_ARCHS
+from wardrobe.models.weights import (
+    hub_cache_revision,
+    hub_folder_config,
+    load_into,
+    read_state_dict,
+    sha256,
+    weights_file,
+)
 from wardrobe.transforms import Preprocess
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -99,11 +109,15 @@ def lookup(name: str) -> ModelEntry:
     return ModelEntry(name, name, weights=HUB, listed=False)
 
 
-def create_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True, drop_path_rate: float = 0.0) -> Backbone:
+def create_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True, drop_path_rate: float = 0.0,
+                    weights: str | Path | None = None) -> Backbone:
     """A network without its classifier (pooled embeddings), with the weights its entry's source
-    gives when ``pretrained``. ``drop_path_rate``: stochastic depth for training timm networks."""
+    gives when ``pretrained``, or those of the file or hub-style folder ``weights``.
+    ``drop_path_rate``: stochastic depth for training timm networks."""
     entry = lookup(name)
     extra = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
+    if weights is not None:
+        return _from_file(entry, Path(weights), extra)
     if pretrained and entry.weights is None:
         raise WardrobeError(f"{entry.name}: no pretrained weights; train it with --mode scratch")
     weights = "random"
@@ -114,14 +128,27 @@ def create_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True, drop_
         weights = entry.weights.label
     elif pretrained:
         model = _download(entry.arch, **extra)
-        weights = model.pretrained_cfg.get("hf_hub_id") or model.pretrained_cfg.get("url") or entry.weights.label
+        hub_id = model.pretrained_cfg.get("hf_hub_id")
+        rev = hub_cache_revision(hub_id) if hub_id else None
+        weights = f"{hub_id}@{rev}" if rev else (hub_id or model.pretrained_cfg.get("url") or entry.weights.label)
     else:
         model = timm.create_model(entry.arch, pretrained=False, num_classes=0, **extra)
     return Backbone(entry.name, entry.arch, model.eval(), entry.preprocess or _timm_preprocess(model), weights)
 
 
-def _timm_preprocess(model: torch.nn.Module) -> Preprocess:
-    cfg = getattr(model, "pretrained_cfg", None) or {}
+def _from_file(entry: ModelEntry, path: Path, extra: dict) -> Backbone:
+    """The entry's architecture with the tensors of a weights file (timm's key names, the classifier
+    replaced for the user's classes); recorded as the file's name and SHA-256."""
+    file = weights_file(path)
+    model = timm.create_model(entry.arch, pretrained=False, num_classes=0, **extra)
+    load_into(model, read_state_dict(file), f"--weights {file}")
+    hub_cfg = hub_folder_config(file).get("pretrained_cfg") or {}
+    pre = entry.preprocess or _timm_preprocess(model, hub_cfg)
+    return Backbone(entry.name, entry.arch, model.eval(), pre, f"file:{file.name}@sha256:{sha256(file)}")
+
+
+def _timm_preprocess(model: torch.nn.Module, overlay: dict | None = None) -> Preprocess:
+    cfg = {**(getattr(model, "pretrained_cfg", None) or {}), **(overlay or {})}
     interpolation = cfg.get("interpolation", "bicubic")
     return Preprocess(input_size=int(cfg.get("input_size", (3, 224, 224))[-1]),
                       crop_pct=float(cfg.get("crop_pct", 0.875)),
@@ -138,10 +165,12 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def _download(arch: str, **extra) -> torch.nn.Module:
-    offline_msg = (f"{arch}: pretrained weights cannot be downloaded (no connection to the model hub); "
-                   f"models that work offline: {', '.join(OFFLINE_MODELS)}")
-    if not _hub_reachable():
-        # Without this, the hub client retries for about a minute before giving up.
+    offline_msg = (f"{arch}: pretrained weights cannot be downloaded (no connection to the model hub) and are not "
+                   f"in the local cache (HF_HOME); use a weights file: --model {arch} --weights FILE, or a "
+                   f"model that works offline: {', '.join(OFFLINE_MODELS)}")
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or not _hub_reachable():
+        # Offline: the local cache (HF_HOME) answers, or this fails at once instead of the hub client
+        # retrying for about a minute.
         import huggingface_hub.constants as hf_constants  # optional: huggingface_hub, only for hub weights
 
         saved = hf_constants.HF_HUB_OFFLINE
@@ -171,14 +200,17 @@ def model_catalogue() -> list[dict]:
     """name, architecture, parameters (with a 1000-class head), input size, pretrained weights here."""
     rows = []
     for e in (e for e in ENTRIES if e.listed):
-        if e.weights is None:
-            pre = "no (train with --mode scratch)"
-        else:
-            pre = "yes (offline package)" if e.weights.offline else "online only (downloaded by timm)"
         cfg = timm.get_pretrained_cfg(e.arch) if e.preprocess is None else None
+        if e.weights is None:
+            pre = "none (train with --mode scratch)"
+        elif e.weights.offline:
+            pre = "offline package"
+        else:
+            rev = hub_cache_revision(cfg.hf_hub_id) if cfg and cfg.hf_hub_id else None
+            pre = f"local cache (HF_HOME, {rev[:8]})" if rev else "hub when online"
         size = e.preprocess.input_size if e.preprocess else (int(cfg.input_size[-1]) if cfg else 224)
         with torch.device("meta"):
             net = build_network(e.arch, 1000)
         rows.append({"name": e.name, "arch": e.arch, "params_m": sum(p.numel() for p in net.parameters()) / 1e6,
-                     "input_size": size, "pretrained": pre})
+                     "input_size": size, "pretrained": pre, "from_a_file": f"--model {e.name} --weights FILE"})
     return rows

@@ -22,6 +22,7 @@ def fit_flag(default, help: str):
 class FitConfig:
     mode: str = "finetune"  # finetune | scratch
     model: str = "efficientnet_lite0"
+    weights: str | None = None  # a weights file or hub-style folder instead of the model's own source
     image_size: int | None = fit_flag(None, "Input size in pixels (default: the model's).")
     train_size: int | None = fit_flag(None, "Train on random crops of this size (default: --image-size); smaller is "
                                             "faster and, with random-resized crops, matches object sizes at test (FixRes).")

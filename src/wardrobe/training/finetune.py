@@ -44,7 +44,10 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
         raise WardrobeError(f"--drop-path applies to timm networks, not {cfg.model}")
     if not ds.split("validation") and cfg.patience:  # before the pixel cache is filled: minutes on real data
         raise WardrobeError("--patience needs a validation split (early stopping watches its macro-F1)")
-    backbone = create_backbone(cfg.model, pretrained=cfg.mode == "finetune", drop_path_rate=cfg.drop_path)
+    if cfg.weights and cfg.mode == "scratch":
+        raise WardrobeError("--weights gives a pretrained start: use it with --mode finetune (or the probe)")
+    backbone = create_backbone(cfg.model, pretrained=cfg.mode == "finetune", drop_path_rate=cfg.drop_path,
+                               weights=cfg.weights)
     pre = dataclasses.replace(backbone.preprocess, input_size=cfg.image_size or backbone.preprocess.input_size)
     model = set_head(backbone.model, len(ds.classes), "linear").train()
     if cfg.drop_rate and hasattr(model, "drop_rate"):

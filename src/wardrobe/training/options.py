@@ -21,7 +21,8 @@ def _all_none(name: str, source: type, skip: tuple[str, ...] = ()) -> type:
 
 # Every FitConfig field but those TrainOptions holds itself (mode, model, batch size, workers, seed)
 # or the augmentation, which has its own concern.
-FitOptions = _all_none("FitOptions", FitConfig, skip=("mode", "model", "batch_size", "workers", "seed", "augment"))
+FitOptions = _all_none("FitOptions", FitConfig,
+                       skip=("mode", "model", "weights", "batch_size", "workers", "seed", "augment"))
 AugmentOptions = _all_none("AugmentOptions", Augment)
 
 
@@ -44,6 +45,7 @@ class TrainOptions:
     mode: str | None = None  # probe (None), finetune or scratch
     preset: str | None = None  # fast or best
     model: str | None = None
+    weights: str | None = None  # a weights file or hub-style folder for the model (probe, finetune)
     batch_size: int | None = None
     workers: int | None = None
     runtime: str | None = None  # None: auto

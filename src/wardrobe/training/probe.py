@@ -89,11 +89,12 @@ def attach_head(model: torch.nn.Module, w: np.ndarray, b: np.ndarray, head: str)
 
 
 def train_probe(ds: Dataset, model: str, batch_size: int, workers: int | None, runtime: str, cs, head: str,
-                use_cache: bool, show_progress: bool, noise: float = 0.0, seed: int = 0) -> RunResult:
+                use_cache: bool, show_progress: bool, noise: float = 0.0, seed: int = 0,
+                weights: str | None = None) -> RunResult:
     """Embeddings of every train and validation photo from the frozen backbone (cached), then the
     logistic regression whose C has the best validation log-loss. ``noise``: the regression also sees
     embeddings of a copy of each training photo with Gaussian pixel noise of that sigma."""
-    backbone = create_backbone(model, pretrained=True)
+    backbone = create_backbone(model, pretrained=True, weights=weights)
     train_recs, val_recs = ds.split("train"), ds.split("validation")
     recs = train_recs + val_recs
     feats, errors, stats = extract_embeddings([r.path for r in recs], backbone, batch_size, workers, runtime,

@@ -78,10 +78,10 @@ def train(data: str | Path, out: str | Path, options: TrainOptions | None = None
             pr = opts.probe
             run = train_probe(ds, opts.model or DEFAULT_BACKBONE, config["batch_size"], opts.workers, runtime,
                               pr.cs or DEFAULT_CS, pr.head or DEFAULT_HEAD, _given(pr.use_cache, True),
-                              show_progress, probe_noise, seed)
+                              show_progress, probe_noise, seed, weights=opts.weights)
         else:
-            cfg = fit_config(fit, mode=mode, model=opts.model, batch_size=opts.batch_size, workers=opts.workers,
-                             seed=seed, **fit_overrides)  # None: the preset's (or FitConfig's) value
+            cfg = fit_config(fit, mode=mode, model=opts.model, weights=opts.weights, batch_size=opts.batch_size,
+                             workers=opts.workers, seed=seed, **fit_overrides)  # None: the preset's (or FitConfig's) value
             config["batch_size"] = cfg.batch_size
             run = fit_network(ds, work, cfg, resume=resume, show_progress=show_progress,
                               extra_callbacks=extra_callbacks)
@@ -144,7 +144,8 @@ def _load(data, opts: DataOptions, splits, val_ratio, test_ratio, seed, mode) ->
 def write_run(work: Path, ds: Dataset, run, config: dict, leakage: dict, seconds: float) -> tuple[dict, dict]:
     """The one writer of a run folder, whatever the mode: the model file, config.json and
     metrics.json with the same layout and keys. Returns (config, metrics)."""
-    config = {**config, "model": run.backbone.name, "preprocess": run.preprocess.to_dict(), **run.config}
+    config = {**config, "model": run.backbone.name, "weights": run.backbone.weights,
+              "preprocess": run.preprocess.to_dict(), **run.config}
     metrics = {"split": "validation" if run.metrics else None, **run.metrics, "counts": run.counts,
                "epochs": run.epochs, "best_epoch": run.best_epoch, "overfitting_warning": run.overfitting,
                "timings": {"total_seconds": round(seconds, 2), **run.timings},
