@@ -45,21 +45,31 @@ def weights_file(path: str | Path) -> Path:
     return p
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors by name from a weights file; one line for anything else."""
+def torch_load_tensors(path: Path, what: str, kind: str, hint: str):
+    """``torch.load(weights_only=True)``: tensors and plain containers only. A file carrying code
+    is refused in one line, never run; a damaged one is one line too."""
     try:
-        if path.suffix.lower() == ".safetensors":
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Unsupported global" in str(exc):
-            raise WardrobeError(f"--weights {path}: refused: it holds Python objects, not only tensors (loading "
-                                "it could run code); save the state_dict, or convert it to .safetensors") from None
-        raise WardrobeError(f"--weights {path}: not a readable weights file (corrupt or not a PyTorch file)") from None
-    except (SafetensorError, RuntimeError, EOFError, OSError, ValueError) as exc:
+            raise WardrobeError(f"{what}: refused: it holds Python objects, not only tensors (loading it could run "
+                                f"code); {hint}") from None
+        raise WardrobeError(f"{what}: not a readable {kind} (corrupt or not a PyTorch file)") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, zipfile errors... on junk
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise WardrobeError(f"--weights {path}: not a readable weights file ({reason})") from None
+        raise WardrobeError(f"{what}: not a readable {kind} ({reason})") from None
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors by name from a weights file; one line for anything else."""
+    if path.suffix.lower() != ".safetensors":
+        state = torch_load_tensors(path, f"--weights {path}", "weights file",
+                                   "save the state_dict, or convert it to .safetensors")
+    else:
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise WardrobeError(f"--weights {path}: not a readable weights file ({str(exc)[:120]})") from None
     for key in ("state_dict", "model", "model_state_dict"):  # training checkpoints wrap the weights
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

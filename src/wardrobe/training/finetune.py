@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import pickle
 import signal
 import warnings
 from pathlib import Path
@@ -21,6 +20,7 @@ from wardrobe.errors import WardrobeError
 from wardrobe.metrics import compute_metrics, softmax
 from wardrobe.models.heads import set_head
 from wardrobe.models.registry import SCRATCH_MODELS, create_backbone
+from wardrobe.models.weights import torch_load_tensors
 from wardrobe.settings import quiet
 from wardrobe.training.callbacks import EpochLog, FitScheduleToBudget, OverfitWarning, RankReport
 from wardrobe.training.config import FitConfig
@@ -128,16 +128,7 @@ def _fit(trainer: L.Trainer, module, data, ckpt_dir: Path, resume: bool) -> None
 def read_checkpoint(path: Path) -> dict:
     """A Lightning checkpoint read with ``weights_only=True`` (tensors and plain containers only):
     a file carrying code is refused, never run; a foreign or damaged one is one line."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "Unsupported global" in str(exc):
-            raise WardrobeError(f"{path}: refused: it holds Python objects, not only weights (loading it could "
-                                "run code); it is not a checkpoint wardrobe wrote") from None
-        raise WardrobeError(f"{path}: not a readable checkpoint (corrupt or not a PyTorch file)") from None
-    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, zipfile errors... on junk
-        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise WardrobeError(f"{path}: not a readable checkpoint ({reason})") from None
+    ckpt = torch_load_tensors(path, str(path), "checkpoint", "it is not a checkpoint wardrobe wrote")
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict) or "epoch" not in ckpt:
         raise WardrobeError(f"{path}: not a wardrobe training checkpoint (no state_dict / epoch)")
     return ckpt
