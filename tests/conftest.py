@@ -73,3 +73,16 @@ def real_data_root() -> Path | None:
     if root and (Path(root) / "clothing-dataset" / "top10-split.csv").is_file():
         return Path(root)
     return None
+
+
+def interrupt_at_second_epoch():
+    """A Lightning callback that presses Ctrl+C at the start of the second epoch, once the first
+    one's checkpoint is written."""
+    import lightning as L
+
+    class Interrupt(L.Callback):
+        def on_train_epoch_start(self, trainer, module):
+            if trainer.current_epoch == 1:
+                raise KeyboardInterrupt
+
+    return Interrupt()

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 import wardrobe
 from wardrobe.errors import WardrobeError
-from conftest import make_folder_dataset
+from conftest import interrupt_at_second_epoch, make_folder_dataset
 
 TINY = dict(mode="scratch", model="simple_cnn", epochs=1, image_size=64, batch_size=8, workers=0, val_ratio=0.34,
             show_progress=False)
@@ -40,12 +40,6 @@ class Planted:
 def _plant(path: Path, proof: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": Planted(proof), "epoch": 0}, path)
-
-
-class _Interrupt(L.Callback):
-    def on_train_epoch_start(self, trainer, module):
-        if trainer.current_epoch == 1:
-            raise KeyboardInterrupt
 
 
 class _Crash(L.Callback):
@@ -99,7 +93,7 @@ def test_an_existing_run_is_refused_without_overwrite_and_kept_whole(tiny, tmp_p
         wardrobe.train(tiny, out, mode="probe", workers=0, val_ratio=0.34, show_progress=False)
     # an overwrite that is interrupted, then one that crashes: OUT still holds exactly the old run
     with pytest.raises(WardrobeError, match="--resume"):
-        wardrobe.train(tiny, out, overwrite=True, extra_callbacks=[_Interrupt()], **{**TINY, "epochs": 2})
+        wardrobe.train(tiny, out, overwrite=True, extra_callbacks=[interrupt_at_second_epoch()], **{**TINY, "epochs": 2})
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert (tmp_path / "run.partial" / "checkpoints" / "last.ckpt").is_file()
     with pytest.raises(WardrobeError, match="interrupted run of it is in"):
@@ -124,7 +118,7 @@ def test_a_folder_of_other_files_is_never_replaced(tiny, tmp_path):
 def test_resume_refuses_a_planted_or_corrupt_last_checkpoint_in_one_line(tiny, tmp_path):
     out, proof = tmp_path / "run", tmp_path / "code-ran"
     with pytest.raises(WardrobeError, match="--resume"):
-        wardrobe.train(tiny, out, extra_callbacks=[_Interrupt()], **{**TINY, "epochs": 2})
+        wardrobe.train(tiny, out, extra_callbacks=[interrupt_at_second_epoch()], **{**TINY, "epochs": 2})
     last = tmp_path / "run.partial" / "checkpoints" / "last.ckpt"
     _plant(last, proof)
     with pytest.raises(WardrobeError, match="refused: it holds Python objects") as err:

@@ -23,7 +23,7 @@ from wardrobe.training.augment import train_transform
 from wardrobe.training.knobs import AUGMENT_PRESETS, Augment, resolve_augment
 from wardrobe.training.losses import FocalLoss, class_weights
 from wardrobe.transforms import Preprocess
-from conftest import make_folder_dataset, shape_image
+from conftest import interrupt_at_second_epoch, make_folder_dataset, shape_image
 
 TINY = dict(epochs=1, image_size=64, batch_size=8, workers=0, val_ratio=0.34, show_progress=False)
 
@@ -123,14 +123,6 @@ def test_early_stopping_stops(tiny, tmp_path):
     assert len(_rows(res.out)) == 2
 
 
-class _Interrupt(L.Callback):
-    """Ctrl+C at the start of the second epoch, once the first one's checkpoint is written."""
-
-    def on_train_epoch_start(self, trainer, module):
-        if trainer.current_epoch == 1:
-            raise KeyboardInterrupt
-
-
 class _OptimizerProbe(L.Callback):
     def on_train_start(self, trainer, module):
         self.state = {k: {n: t.clone() for n, t in v.items() if torch.is_tensor(t)}
@@ -141,7 +133,7 @@ class _OptimizerProbe(L.Callback):
 def test_resume_continues_with_same_optimizer_state(tiny, tmp_path):
     opts = dict(epochs=3, scheduler="cosine")
     with pytest.raises(WardrobeError, match="--resume"):
-        _train(tiny, tmp_path, extra_callbacks=[_Interrupt()], **opts)
+        _train(tiny, tmp_path, extra_callbacks=[interrupt_at_second_epoch()], **opts)
     assert not (tmp_path / "run").exists()  # an interrupted run stays beside OUT until it finishes
     last = tmp_path / "run.partial" / "checkpoints" / "last.ckpt"
     saved = torch.load(last, map_location="cpu", weights_only=True)
@@ -464,7 +456,7 @@ def test_ema_resume_continues_the_same_average(tiny, tmp_path):
     first, second = _RawWeights(), _RawWeights()
     opts = dict(epochs=2, val_ratio=0, ema=0.6, scheduler="cosine")
     with pytest.raises(WardrobeError, match="--resume"):
-        _train(tiny, tmp_path, extra_callbacks=[_Interrupt(), first], **opts)
+        _train(tiny, tmp_path, extra_callbacks=[interrupt_at_second_epoch(), first], **opts)
     res = _train(tiny, tmp_path, resume=True, extra_callbacks=[second], **opts)
     steps = first.steps + second.steps
     assert len(first.steps) == 3 and len(steps) == 6
