@@ -487,3 +487,15 @@ def test_training_options_are_typed_declared_once_and_never_mutated(tiny, tmp_pa
     assert res.config["fit"]["lr"] == 3e-3 and res.config["fit"]["augment"]["hflip"] == 0.0
     with pytest.raises(TypeError, match="unknown option 'no_such_knob'"):
         TrainOptions.build(no_such_knob=1)
+
+
+def test_every_mode_writes_the_same_run_folder_layout(tiny, tmp_path):
+    """One run-folder writer: probe and fine-tune/scratch runs share config.json's layout and
+    metrics.json's keys (duplicates across splits included)."""
+    probe = wardrobe.train(tiny, tmp_path / "probe", workers=0, val_ratio=0.34, show_progress=False)
+    scratch = _train(tiny, tmp_path)
+    mode_own = {"fit", "head", "noise"}
+    assert set(probe.config) - mode_own == set(scratch.config) - mode_own
+    assert {"head", "noise"} <= set(probe.config) and "fit" in scratch.config
+    assert set(probe.metrics) - {"timings"} == set(scratch.metrics) - {"timings"}
+    assert "duplicates_across_splits" in scratch.metrics and scratch.config["weights"] == "random"
