@@ -29,17 +29,18 @@ class PhotoDataModule(L.LightningDataModule):
         self.labels = np.array([index[r.label] for r in self.records])
         self.workers = default_workers(training=True) if cfg.workers is None else cfg.workers
         self.cache = PixelCache(pre.resize_to, pre.interpolation, pre.resize_mode) if cfg.use_pixel_cache else None
+        self.digests: list[str | None] | None = None
         self.train_ids: list[int] = []
         self.val_ids: list[int] = []
 
     def _fill(self) -> dict[int, str]:
         """{record index: reason} for photos that cannot be used; decodes what is not cached yet."""
         paths = [r.path for r in self.records]
-        digests = digests_for(paths)
-        self.digests = digests
+        if self.digests is None:  # each file read and hashed once, not again in setup()
+            self.digests = digests_for(paths)
         if self.cache is None:
             return {}
-        return self.cache.fill(paths, digests, workers=self.cfg.workers, show_progress=self.show_progress)
+        return self.cache.fill(paths, self.digests, workers=self.cfg.workers, show_progress=self.show_progress)
 
     def prepare_data(self) -> None:
         self._fill()
