@@ -42,9 +42,7 @@ from wardrobe.data.images import DecodeBudget, ImageLimits, decode_failure_reaso
 from wardrobe.inference.api_schema import ApiError, ErrorResponse, PredictResponse, error_body
 from wardrobe.inference.classifier import Classifier
 from wardrobe.inference.guard import Gauge, UploadGuard
-from wardrobe.inference.onnxfile import read_onnx_meta
 from wardrobe.inference.rows import make_row
-from wardrobe.models.modelfile import read_meta, resolve_model_path
 from wardrobe.ui import info
 from wardrobe.version import __version__
 
@@ -168,14 +166,6 @@ class Service:
         pending.clear()
 
 
-def load_service_model(model: str | Path, runtime: str = "auto"):
-
-    p = Path(model).expanduser()
-    clf = Classifier.load(p, runtime=runtime)
-    meta = read_onnx_meta(p) if p.suffix.lower() == ".onnx" else read_meta(resolve_model_path(p))
-    return clf, meta
-
-
 def run_name(model: str | Path) -> str:
     """The name a client sees for a model: its run folder's name, never the server's paths."""
     p = Path(model)
@@ -189,11 +179,10 @@ def create_app(model, runtime: str = "auto", limits: Limits | None = None, worke
                warm_up: bool = True):
     """A FastAPI app serving MODEL (run folder, model file, exported .onnx, or a loaded Classifier)."""
     limits = limits or Limits()
-    if isinstance(model, (str, Path)):
-        clf, meta = load_service_model(model, runtime)
-        source = run_name(model)
-    else:
-        clf, meta, source = model, dict(model.meta), "<in-memory>"
+    from_file = isinstance(model, (str, Path))
+    clf = Classifier.load(Path(model).expanduser(), runtime=runtime) if from_file else model
+    source = run_name(model) if from_file else "<in-memory>"
+    meta = clf.meta  # the file's description (model file or ONNX metadata), read once by Classifier.load
     if warm_up:  # export / load the runtime now, not on the first request
         size = clf.preprocess.input_size
         clf.probs_from_pixels(torch.zeros(1, 3, size, size, dtype=torch.uint8))
