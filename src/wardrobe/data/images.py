@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +62,6 @@ class DecodeBudget:
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
         self.used = 0
-        self.peak = 0
         self.total = 0  # bytes ever held: lets a caller tell whether large photos went through
         self._cond = threading.Condition()
 
@@ -74,7 +73,6 @@ class DecodeBudget:
                 self._cond.wait()
             self.used += nbytes
             self.total += nbytes
-            self.peak = max(self.peak, self.used)
         try:
             yield
         finally:
@@ -165,17 +163,13 @@ def decode_opened(img: Image.Image, min_side: int | None = None, budget: DecodeB
     if min_side and img.format in ("JPEG", "MPO"):  # MPO: a phone's multi-picture JPEG
         img.draft("RGB", (min_side, min_side))
     orientation = img.getexif().get(0x0112, 1)
-    with budget.hold(decode_bytes(img)) if budget is not None else _nothing():
+    with budget.hold(decode_bytes(img)) if budget is not None else nullcontext():
         img.load()
         img = _shrink_early(img, min_side)
         if orientation in _ORIENT:
             img = img.transpose(_ORIENT[orientation])
         return _to_rgb(img)
 
-
-@contextmanager
-def _nothing():
-    yield
 
 
 def load_image(path: str | Path, min_side: int | None = None, limits: ImageLimits | None = None) -> Image.Image:

@@ -106,9 +106,7 @@ def _trainer(cfg: FitConfig, out: Path, callbacks: list, show_progress: bool) ->
 
 def _fit(trainer: L.Trainer, module, data, ckpt_dir: Path, resume: bool) -> None:
     last = ckpt_dir / "last.ckpt" if resume else None
-    if last is not None:
-        if not last.is_file():
-            raise WardrobeError(f"--resume: no checkpoint to resume from ({last} not found)")
+    if last is not None:  # RunFolder has checked it is there
         read_checkpoint(last)  # one clear line for a foreign or corrupt file, before Lightning reads it
         info(f"resuming from {last}")
     with warnings.catch_warnings():
