@@ -12,7 +12,10 @@ def quiet() -> bool:
 
 def default_workers(training: bool = False) -> int:
     """Worker processes for decoding photos: up to 4, one per core. While a network trains in the
-    main process, half the cores: on 2 cores one worker keeps up with augmentation of cached pixels
-    (bench/finetune_speed.py) and the other core is the network's."""
+    main process, half the cores, and none on 2 cores: there a worker process takes cycles from the
+    network's two threads, and augmenting cached pixels in the main process is faster (44 against 36
+    photos/s, bench/train_speed.py)."""
     cores = os.cpu_count() or 2
-    return max(1, min(4, cores // 2 if training else cores))
+    if training:
+        return 0 if cores <= 2 else min(4, cores // 2)
+    return max(1, min(4, cores))

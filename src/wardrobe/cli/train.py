@@ -75,10 +75,12 @@ def _flags() -> list[inspect.Parameter]:
     for f in (*fields(FitConfig), *fields(Augment)):
         if "help" not in f.metadata:
             continue
-        kind = {"int": int, "float": float}.get(str(f.type).split(" | ")[0], str)
+        kind = {"int": int, "float": float, "bool": bool}.get(str(f.type).split(" | ")[0], str)
         if f.name == "devices":
             kind = str  # a count or a list such as 0,1
-        option = typer.Option(f"--{f.name.replace('_', '-')}", help=f.metadata["help"], rich_help_panel=f.metadata["panel"])
+        name = f.name.replace('_', '-')
+        decls = [f"--{name}/--no-{name}"] if kind is bool else [f"--{name}"]
+        option = typer.Option(*decls, help=f.metadata["help"], rich_help_panel=f.metadata["panel"])
         out.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None,
                                      annotation=Annotated[Optional[kind], option]))
     return out

@@ -84,6 +84,31 @@ def predict(
                       "(see the error column)[/yellow]")
 
 @app.command()
+def label(
+    model: Annotated[Path, typer.Argument(help="Run folder or model file (its trusted-label thresholds are in it).")],
+    paths: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or glob patterns.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for accepted.csv, review.csv and summary.json.")],
+    target_precision: Annotated[float, typer.Option("--target-precision", help="Share of auto-labels that must be right (thresholds fitted on validation for 0.9, 0.95, 0.97, 0.98, 0.99).")] = 0.98,
+    resume: Annotated[bool, typer.Option("--resume", help="Keep what OUT already holds and label only the photos in neither file.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace accepted.csv and review.csv in OUT.")] = False,
+    batch_size: opt.BatchSize = 32,
+    workers: opt.Workers = None,
+    runtime: opt.Runtime = "auto",
+):
+    """Auto-label the photos whose label can be trusted at --target-precision (accepted.csv) and queue
+    the rest for review, likeliest mistakes first (review.csv); unreadable photos go to review.csv
+    with their error."""
+    from wardrobe.inference.labelling import label_catalogue  # heavy: torch; imported per command
+
+    s = label_catalogue(model, paths, out, target_precision, batch_size=batch_size, workers=workers, resume=resume,
+                        overwrite=overwrite, runtime=runtime)
+    done = f"; {s.skipped} were already labelled" if s.skipped else ""
+    console.print(f"{s.accepted} auto-labelled (accepted.csv, {s.coverage:.1%}), {s.review} to review (review.csv) "
+                  f"in {out} ({s.rate:.1f} photos/s){done}")
+    if s.failed:
+        console.print(f"[yellow]{s.failed} photos could not be read (in review.csv with their error)[/yellow]")
+
+@app.command()
 def export(
     model: Annotated[Path, typer.Argument(help="Run folder or model file.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="onnx.")] = "onnx",

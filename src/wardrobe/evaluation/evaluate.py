@@ -22,11 +22,13 @@ from wardrobe.evaluation.calibration import (
     store_temperature,
 )
 from wardrobe.evaluation.plots import plot_confusion, write_confusion_csv
-from wardrobe.evaluation.report import write_report
+from wardrobe.evaluation.report import img_tag, table, write_report
 from wardrobe.evaluation.robustness import robustness as robustness_test
+from wardrobe.evaluation.trusted import plot_coverage_precision, trusted_html, trusted_summary
 from wardrobe.inference.classifier import Classifier
 from wardrobe.metrics import compute_metrics, softmax
-from wardrobe.models.modelfile import resolve_model_path
+from wardrobe.models.modelfile import resolve_model_path, update_meta
+from wardrobe.selection import fit_thresholds
 from wardrobe.ui import info, warn
 
 
@@ -99,6 +101,7 @@ def evaluate(model: str | Path | Classifier, data: str | Path, out: str | Path |
         probs = _calibrate(clf, model, ds, split, probs, y, mapping, index, batch_size, workers, show_progress,
                            calibration)
     metrics = compute_metrics(y, probs, clf.classes)
+    trusted = trusted_summary(probs, y, clf.classes, clf.meta.get("selection"), clf.temperature)
     rob = None
     if robustness:
         rob = robustness_test(clf, [r.path for r in ok_recs], y, batch_size=batch_size, workers=workers, seed=seed,
@@ -107,6 +110,7 @@ def evaluate(model: str | Path | Classifier, data: str | Path, out: str | Path |
     result = {"model": str(model if not isinstance(model, Classifier) else "<in memory>"), "data": str(data),
               "split": split, "tta": clf.tta, **metrics,
               "calibration": {k: v for k, v in calibration.items() if not k.startswith("reliability")},
+              "trusted_labels": trusted,
               **({"robustness": rob} if rob else {}),
               "seconds": round(seconds, 2), "skipped": ds.skipped.to_dict()}
     if out is not None:
@@ -121,7 +125,8 @@ def evaluate(model: str | Path | Classifier, data: str | Path, out: str | Path |
         plot_confusion(cm, clf.classes, out / "confusion_matrix.png", title=f"{ds.name} ({split})")
         plot_reliability(probs_before, y, out / "reliability.png", title=f"{ds.name} ({split})",
                          after=probs if calibrate else None)
-        written = "confusion_matrix.csv/.png, reliability.png"
+        plot_coverage_precision(probs, y, out / "coverage_precision.png", trusted, title=f"{ds.name} ({split})")
+        written = "confusion_matrix.csv/.png, reliability.png, coverage_precision.png"
         if report:
             counts = {}
             for r in ds.records:
@@ -130,7 +135,9 @@ def evaluate(model: str | Path | Classifier, data: str | Path, out: str | Path |
             run_dir = None if isinstance(model, Classifier) else resolve_model_path(model).parent
             write_report(out / "report.html", f"{Path(str(model)).name} on {ds.name} ({split})", metrics, y, probs,
                          [r.path for r in ok_recs], class_counts=dict(sorted(counts.items())), run_dir=run_dir,
-                         robustness=rob, calibration=calibration, reliability_png=out / "reliability.png")
+                         robustness=rob, calibration=calibration, reliability_png=out / "reliability.png",
+                         extra=[("trusted-labels", "Trusted labels: coverage and precision",
+                                 trusted_html(trusted, out / "coverage_precision.png", img_tag, table))])
             written += ", report.html"
         info(f"wrote {out / 'metrics.json'}, {written}")
     return result
@@ -164,11 +171,17 @@ def _calibrate(clf, model, ds, split, probs, y, mapping, index, batch_size, work
     t_new = fit_temperature(val_logits, val_y)
     fitted_on = {"data": ds.name, "split": "validation", "n_images": int(len(val_y)),
                  "nll_before": nll(val_logits, val_y), "nll_after": nll(val_logits, val_y, t_new)}
+    # The trusted-label thresholds follow the temperature: refitted on the same validation photos.
+    selection = {**fit_thresholds(softmax(val_logits, t_new), val_y, clf.classes), "fitted_on": "validation",
+                 "temperature": t_new}
+    clf.meta["selection"] = selection
     if isinstance(model, Classifier):
         warn("--calibrate on an in-memory model: the temperature is set on it but not saved to a file")
     else:
         store_temperature(model, t_new, fitted_on)
-        info(f"temperature {t_new:.3f} (was {t_old:.3f}) stored in {resolve_model_path(model)}")
+        update_meta(model, {"selection": selection})
+        info(f"temperature {t_new:.3f} (was {t_old:.3f}) and trusted-label thresholds stored in "
+             f"{resolve_model_path(model)}")
     clf.temperature = t_new
     new = softmax(as_logits(probs), t_new)
     calibration.update({"fitted_temperature": t_new, "temperature": t_new, "fitted_on": fitted_on,

@@ -56,7 +56,7 @@ def guess_format(output: Path | None, fmt: str | None) -> str:
     return fmt
 
 
-def _drop_partial_last_line(path: Path) -> None:
+def drop_partial_last_line(path: Path) -> None:
     """An interruption mid-write leaves a last line without its newline: cut it off so the photo is
     labelled again rather than kept half-written."""
     size = path.stat().st_size
@@ -85,7 +85,7 @@ def done_paths(output: Path, fmt: str, top_k: int) -> set[str]:
     was tried, and its reason is in the file."""
     if fmt == "json":
         raise WardrobeError(f"{output}: --resume needs --format csv or jsonl (a JSON array cannot be appended to)")
-    _drop_partial_last_line(output)
+    drop_partial_last_line(output)
     done: set[str] = set()
     with output.open(newline="") as f:
         if fmt == "csv":

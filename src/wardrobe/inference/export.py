@@ -39,7 +39,8 @@ INT8_SCHEMES = ("weights", "dynamic", "static")
 STATIC_FLOAT_SHARE = 1 / 3
 # metadata_props keys; values are strings (JSON where structured).
 META_KEYS = ("wardrobe.classes", "wardrobe.preprocess", "wardrobe.version", "wardrobe.arch",
-             "wardrobe.temperature", "wardrobe.metrics", "wardrobe.quantization", "wardrobe.model_format_version")
+             "wardrobe.temperature", "wardrobe.metrics", "wardrobe.quantization", "wardrobe.model_format_version",
+             "wardrobe.selection")
 
 
 class _WithProbabilities(torch.nn.Module):
@@ -68,6 +69,7 @@ def _metadata(meta: dict, quantization: str) -> dict[str, str]:
         "wardrobe.metrics": json.dumps(meta.get("metrics") or {}),
         "wardrobe.quantization": quantization,
         "wardrobe.model_format_version": json.dumps(meta.get("format_version")),
+        "wardrobe.selection": json.dumps(meta.get("selection")),
     }
 
 

@@ -65,7 +65,8 @@ def read_onnx_meta(path: str | Path) -> dict:
                 "metrics": json.loads(props.get("wardrobe.metrics", "{}")),
                 "quantization": props.get("wardrobe.quantization", "none"),
                 "exported_by": props.get("wardrobe.version"),
-                "format_version": int(props.get("wardrobe.model_format_version", "1"))}
+                "format_version": int(props.get("wardrobe.model_format_version", "1")),
+                "selection": json.loads(props.get("wardrobe.selection", "null"))}
     except (ValueError, TypeError):
         raise WardrobeError(f"{path}: damaged wardrobe metadata in this ONNX file") from None
     outputs = [d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim] if proto.graph.output else []

@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import CSVLogger
 from wardrobe.data.sources import Dataset
 from wardrobe.errors import WardrobeError
 from wardrobe.metrics import compute_metrics, softmax
-from wardrobe.models.heads import set_head
+from wardrobe.models.heads import head_linear, set_head
 from wardrobe.models.registry import SCRATCH_MODELS, create_backbone
 from wardrobe.models.weights import torch_load_tensors
 from wardrobe.settings import quiet
@@ -26,6 +26,7 @@ from wardrobe.training.callbacks import EpochLog, FitScheduleToBudget, OverfitWa
 from wardrobe.training.config import FitConfig
 from wardrobe.training.datamodule import PhotoDataModule, loader
 from wardrobe.training.module import ClassifierModule
+from wardrobe.training.posthoc import fit_logit_adjustment
 from wardrobe.training.runfolder import RunResult
 from wardrobe.ui import info
 
@@ -67,6 +68,9 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
         module.load_state_dict(read_checkpoint(Path(ckpt.best_model_path))["state_dict"])
     model = module.model.to("cpu", memory_format=torch.contiguous_format).eval()
     probs = predict_probs(model, data.val_set, data.workers) if data.val_set is not None else None
+    extra = {}
+    if cfg.logit_adjust and probs is not None:
+        probs, extra["logit_adjustment"] = _adjust_logits(model, probs, data)
     metrics = compute_metrics(data.val_labels, probs, ds.classes) if probs is not None else {}
     rows = epoch_log.rows
     best = (int(np.argmax([r["val_f1_macro"] for r in rows]) + 1) if has_val else len(rows)) if rows else None
@@ -74,9 +78,23 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
         info(f"validation accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['f1_macro']:.4f} (best epoch {best})")
     else:
         info(f"trained on all {len(data.train_ids)} photos (no validation split), kept epoch {best}")
-    return RunResult(model, backbone, pre, "linear", {"fit": cfg.to_dict()}, metrics,
+    return RunResult(model, backbone, pre, "linear", {"fit": cfg.to_dict(), **extra}, metrics,
                      {"train": len(data.train_ids), "validation": len(data.val_ids)}, rows, best, overfit.warned,
-                     {"train_images_per_s": [r["train_images_per_s"] for r in rows]})
+                     {"train_images_per_s": [r["train_images_per_s"] for r in rows]},
+                     validation=(probs, data.val_labels) if probs is not None else None)
+
+
+def _adjust_logits(model, probs: np.ndarray, data: PhotoDataModule) -> tuple[np.ndarray, dict]:
+    """Post-hoc logit adjustment chosen on validation, folded into the head's bias so that every
+    export of the model carries it. Returns the adjusted validation probabilities and the search."""
+    counts = np.bincount(data.train_labels, minlength=probs.shape[1])
+    tau, bias, search = fit_logit_adjustment(probs, data.val_labels, counts)
+    with torch.no_grad():
+        head_linear(model).bias += torch.from_numpy(bias)
+    info(f"logit adjustment: tau {tau} (validation macro-F1 " +
+         ", ".join(f"{s['tau']}: {s['val_f1_macro']:.4f}" for s in search) + ")")
+    adjusted = softmax(np.log(np.clip(probs, 1e-12, None)) + bias)
+    return adjusted, {"tau": tau, "search": search}
 
 
 def _optional_callbacks(cfg: FitConfig, has_val: bool) -> list:

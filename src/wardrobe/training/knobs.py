@@ -22,6 +22,8 @@ class Augment:
     randaugment_m: int = 9
     erasing: float = flag(0.0, "Random erasing probability.")
     noise: float = flag(0.0, "Gaussian noise sigma on [0,1] pixels.")
+    degrade: float = flag(0.0, "Share of training photos given one random degradation: Gaussian noise "
+                               "(sigma up to 0.15), blur or JPEG recompression (quality 15-60).")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,7 +47,7 @@ def resolve_augment(preset: str = "standard", **knobs) -> Augment:
     aug = replace(AUGMENT_PRESETS[preset], **{k: v for k, v in knobs.items() if v is not None})
     if not 0 < aug.crop_scale <= 1:
         raise WardrobeError(f"--crop-scale {aug.crop_scale}: must be in (0, 1]")
-    for name in ("hflip", "erasing"):
+    for name in ("hflip", "erasing", "degrade"):
         if not 0 <= getattr(aug, name) <= 1:
             raise WardrobeError(f"--{name} {getattr(aug, name)}: a probability must be in [0, 1]")
     return aug

@@ -1,4 +1,4 @@
-"""Losses for imbalanced classes: (weighted) cross-entropy with label smoothing, and focal loss."""
+"""Losses for imbalanced classes: (weighted) cross-entropy with label smoothing, balanced softmax, focal loss."""
 
 from __future__ import annotations
 
@@ -15,6 +15,20 @@ def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / num_classes, 0.0)
     return torch.tensor(w / w[counts > 0].mean(), dtype=torch.float32)
+
+
+class BalancedSoftmax(nn.Module):
+    """Ren et al. 2020 / logit-adjusted loss: cross-entropy on logits + log(prior), so the network
+    learns scores for a balanced world and its plain argmax favours no class for being frequent."""
+
+    def __init__(self, labels: np.ndarray, num_classes: int, label_smoothing: float = 0.0):
+        super().__init__()
+        counts = np.maximum(np.bincount(labels, minlength=num_classes), 1).astype(np.float64)
+        self.register_buffer("log_prior", torch.tensor(np.log(counts / counts.sum()), dtype=torch.float32))
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits + self.log_prior, target, label_smoothing=self.label_smoothing)
 
 
 class FocalLoss(nn.Module):
@@ -38,6 +52,8 @@ def make_loss(kind: str, labels: np.ndarray, num_classes: int, label_smoothing: 
         return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     if kind == "weighted_ce":
         return nn.CrossEntropyLoss(weight=class_weights(labels, num_classes), label_smoothing=label_smoothing)
+    if kind == "balanced":
+        return BalancedSoftmax(labels, num_classes, label_smoothing)
     if kind == "focal":
         return FocalLoss(gamma, label_smoothing=label_smoothing)
     raise ValueError(f"loss must be one of {LOSSES}")

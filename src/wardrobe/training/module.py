@@ -10,6 +10,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from wardrobe.models.heads import head_linear
 from wardrobe.models.stages import stage_modules, trainable_stages
 from wardrobe.training.config import FitConfig
+from wardrobe.training.frozen import env_fast_path, forward_rest, make_prefix
 from wardrobe.training.losses import make_loss
 from wardrobe.training.schedules import SchedulePlan
 
@@ -30,6 +31,7 @@ class ClassifierModule(L.LightningModule):
         self.backbone_params = [p for p in model.parameters() if id(p) not in head_ids]
         self.final_trainable = trainable_stages(model, cfg.trainable)
         self.schedule_plan: SchedulePlan | None = None
+        self.prefix = None  # the frozen leading stages in ONNX Runtime (on_fit_start)
 
     def setup(self, stage: str) -> None:
         if self.loss_fn is None:
@@ -55,13 +57,24 @@ class ClassifierModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         for m in self.frozen_stages(self.current_epoch):
             m.eval()
+        if self.cfg.freeze_bn:
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
 
     # -- steps ----------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
         # Channels-last: 1.45x faster training steps for Lite0 on this machine's CPU (bench/finetune_speed.py).
         self.model.to(memory_format=torch.channels_last)
+        if self.device.type == "cpu":
+            self.prefix = make_prefix(self.model, self.final_trainable, env_fast_path())
+
+    def on_fit_end(self) -> None:
+        self.prefix = None  # its temporary ONNX files go with it
 
     def forward(self, x):
+        if self.prefix is not None:
+            return forward_rest(self.model, self.prefix(x), self.prefix.k)
         return self.model(x.contiguous(memory_format=torch.channels_last))
 
     def training_step(self, batch, _):

@@ -125,11 +125,13 @@ def train_probe(ds: Dataset, model: str, batch_size: int, workers: int | None, r
     t_fit = time.perf_counter()
     w, b, search = fit_linear_probe(x_fit, y_fit, hf[va], y[va], len(ds.classes), cs=cs, seed=seed)
     fit_seconds = time.perf_counter() - t_fit
-    metrics = compute_metrics(y[va], softmax(hf[va] @ w.T + b), ds.classes)
+    val_probs = softmax(hf[va] @ w.T + b)
+    metrics = compute_metrics(y[va], val_probs, ds.classes)
     info(f"validation accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['f1_macro']:.4f} "
          f"(C={search['C']}, {int(tr.sum())} training photos)")
     return RunResult(attach_head(backbone.model, w, b, head), backbone, backbone.preprocess, head,
                      {"head": {"type": head, "fit": "logistic_regression", "C_grid": list(cs), **search},
                       "noise": noise},
                      metrics, {"train": int(tr.sum()), "validation": int(va.sum())},
-                     timings={"fit_seconds": round(fit_seconds, 2), "embeddings": stats})
+                     timings={"fit_seconds": round(fit_seconds, 2), "embeddings": stats},
+                     validation=(val_probs, y[va]))

@@ -35,6 +35,7 @@ class RunResult:
     best_epoch: int | None = None
     overfitting: bool = False
     timings: dict = field(default_factory=dict)  # mode-specific timings beside total_seconds
+    validation: tuple | None = None  # (probabilities, true class indices) of the validation photos
 
 
 def partial_dir(out: Path) -> Path:

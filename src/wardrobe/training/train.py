@@ -15,6 +15,7 @@ from wardrobe.files import is_secondary_process
 from wardrobe.metrics import summary
 from wardrobe.models.modelfile import MODEL_FILENAME, save_model
 from wardrobe.models.registry import DEFAULT_BACKBONE
+from wardrobe.selection import fit_thresholds
 from wardrobe.training.config import TRAIN_PRESETS, FitConfig, fit_config
 from wardrobe.training.finetune import fit_network
 from wardrobe.training.knobs import resolve_augment
@@ -156,6 +157,9 @@ def write_run(work: Path, ds: Dataset, run, config: dict, leakage: dict, seconds
             "weights": run.backbone.weights, "mode": config["mode"], "classes": ds.classes,
             "preprocess": run.preprocess.to_dict(), "temperature": 1.0,
             "metrics": {"validation": summary(run.metrics)} if run.metrics else {}, "train_config": config}
+    if run.validation is not None and len(run.validation[1]):
+        # Trusted-label thresholds (wardrobe label), fitted on the validation photos.
+        meta["selection"] = {**fit_thresholds(*run.validation, ds.classes), "fitted_on": "validation", "temperature": 1.0}
     save_model(work / MODEL_FILENAME, run.model, meta)
     (work / "config.json").write_text(json.dumps(config, indent=2, default=str))
     (work / "metrics.json").write_text(json.dumps(metrics, indent=2))

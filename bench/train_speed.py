@@ -1,0 +1,170 @@
+"""Training-step throughput of the best preset, today's path and each candidate side by side in one
+run: photos/s of forward + backward + AdamW step, with the pixel-cache loading and augmentation of a
+real DataLoader included (its worker runs beside the network, as in `wardrobe train`).
+
+Run: .venv/bin/python bench/train_speed.py [--data clothing-top10] [--batches 12] [--only NAME,...]
+Without the benchmark photos it makes synthetic ones (timings then only compare candidates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from wardrobe.data import load_dataset
+from wardrobe.evaluation.speed import cpu_model, synthetic_photos
+from wardrobe.models.heads import set_head
+from wardrobe.models.registry import create_backbone
+from wardrobe.models.stages import trainable_stages
+from wardrobe.training.config import BEST, fit_config
+from wardrobe.training.datamodule import PhotoDataModule
+from wardrobe.training.frozen import FrozenPrefix, cpu_bf16, forward_rest, frozen_prefix_length
+
+
+def extensions() -> str:
+    flags = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    wanted = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16",
+              "amx_int8", "avx_vnni"]
+    return " ".join(f for f in wanted if f in flags) or "none of " + " ".join(wanted)
+
+
+def build(cfg):
+    backbone = create_backbone(cfg.model, pretrained=True)
+    model = set_head(backbone.model, 10, "linear").train()
+    active = trainable_stages(model, cfg.trainable)
+    active_ids = {id(p) for m in active for p in m.parameters()}
+    from wardrobe.models.stages import stage_modules  # noqa: PLC0415 - heavy: bench only
+    for stage in stage_modules(model):
+        on = any(id(p) in active_ids for p in stage.parameters())
+        stage.requires_grad_(on)
+        if not on:
+            stage.eval()
+    model = model.to(memory_format=torch.channels_last)
+    return backbone, model, frozen_prefix_length(model, active)
+
+
+def candidate(name: str, ds, cfg, batches: int, *, prefix: str = "torch", bf16: bool = False, train_size=None,
+              threads: int | None = None, workers: int = 1, cached: bool = False, compile_rest: bool = False,
+              bn_eval: bool = False) -> dict:
+    torch.set_num_threads(threads or os.cpu_count() or 2)
+    cfg = dataclasses.replace(cfg, train_size=train_size, workers=workers)
+    backbone, model, k = build(cfg)
+    if bn_eval:  # every batch-norm uses its ImageNet statistics; its scale and shift still train
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+    pre = backbone.preprocess
+    dm = PhotoDataModule(ds, cfg, pre, show_progress=False)
+    dm.prepare_data()
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], cfg.lr)
+    ort_prefix = FrozenPrefix(model, k) if prefix == "onnx" else None
+
+    def features(x):
+        if ort_prefix is not None:
+            return ort_prefix(x)
+        with torch.no_grad():
+            return model.blocks[:k](model.bn1(model.conv_stem(x.contiguous(memory_format=torch.channels_last))))
+
+    rest = (lambda f: forward_rest(model, f, k))
+    compile_s = None
+    if compile_rest:
+        t = time.perf_counter()
+        rest = torch.compile(rest)
+    store = []
+    n = 0
+    t0 = None
+    it = iter(loader)
+    for i in range(batches + 2):
+        if i == 2:
+            t0, n = time.perf_counter(), 0
+        x, y = next(it)
+        if cached:
+            # The frozen prefix's output read back from memory: what an epoch costs once every view
+            # a run will use has been computed (the cost of computing them is the prefix's).
+            if i < 2:
+                store.append(features(x).clone())
+            f = store[i % len(store)]
+        else:
+            f = features(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = rest(f)
+        loss = torch.nn.functional.cross_entropy(logits.float(), y % logits.shape[1])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if compile_rest and i == 0:
+            compile_s = time.perf_counter() - t
+        n += len(y)
+    rate = n / (time.perf_counter() - t0)
+    return {"name": name, "images_per_s": rate, "compile_s": compile_s}
+
+
+CANDIDATES = {
+    "today": {},
+    "onnx-prefix": {"prefix": "onnx"},
+    "bf16": {"bf16": True},
+    "onnx-prefix+bf16": {"prefix": "onnx", "bf16": True},
+    "onnx-prefix+fixres200": {"prefix": "onnx", "train_size": 200},
+    "onnx-prefix+bf16+fixres200": {"prefix": "onnx", "bf16": True, "train_size": 200},
+    "cached-prefix (steady state)": {"cached": True},
+    "cached-prefix+bf16": {"cached": True, "bf16": True},
+    "onnx-prefix+bn-eval": {"prefix": "onnx", "bn_eval": True},
+    "onnx-prefix+bn-eval+fixres192": {"prefix": "onnx", "bn_eval": True, "train_size": 192},
+    "onnx-prefix+bn-eval+fixres176": {"prefix": "onnx", "bn_eval": True, "train_size": 176},
+    "onnx-prefix 1-thread": {"prefix": "onnx", "threads": 1},
+    "onnx-prefix 0-workers": {"prefix": "onnx", "workers": 0},
+    "onnx-prefix 2-workers": {"prefix": "onnx", "workers": 2},
+    "onnx-prefix+torch.compile": {"prefix": "onnx", "compile_rest": True},
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="clothing-top10")
+    ap.add_argument("--batches", type=int, default=12)
+    ap.add_argument("--only", default="")
+    args = ap.parse_args()
+    if args.data == "clothing-top10" and not os.environ.get("WARDROBE_DATA_DIR") and Path("../shared/data").is_dir():
+        os.environ["WARDROBE_DATA_DIR"] = str(Path("../shared/data").resolve())
+    try:
+        ds = load_dataset(args.data)
+    except Exception:  # noqa: BLE001 - no benchmark photos: synthetic ones still compare candidates
+        folder = Path(tempfile.mkdtemp())
+        for c in range(4):
+            synthetic_photos(folder / f"class{c}", n=24, seed=c)
+        ds = load_dataset(folder)
+        print("(synthetic photos: the benchmark data was not found)")
+    cfg = fit_config(BEST)
+    print(f"machine: {os.cpu_count()} cores, {cpu_model()}")
+    print(f"vector extensions: {extensions()}; native bf16 (autocast pays): {cpu_bf16()}")
+    print(f"best preset: {cfg.model} {cfg.image_size or 'native'} px, trainable {cfg.trainable}, batch {cfg.batch_size}, "
+          f"{args.batches} timed batches after 2 warm-up")
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    base = None
+    for name, kw in CANDIDATES.items():
+        if only and name not in only and name != "today":
+            continue
+        try:
+            r = candidate(name, ds, cfg, args.batches, **kw)
+        except Exception as exc:  # noqa: BLE001 - a candidate that cannot run is a result too
+            print(f"{name:32s} failed: {str(exc).splitlines()[0][:150]}")
+            continue
+        base = base or r["images_per_s"]
+        extra = f"  (compile {r['compile_s']:.0f} s)" if r["compile_s"] else ""
+        print(f"{name:32s} {r['images_per_s']:6.1f} photos/s  {r['images_per_s'] / base:4.2f}x{extra}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

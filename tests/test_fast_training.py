@@ -1,0 +1,152 @@
+"""The fast fine-tuning path (frozen stages in ONNX Runtime, frozen batch-norm, no loader worker on
+2 cores), the degradation augmentation, balanced softmax and post-hoc logit adjustment."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import wardrobe
+from wardrobe.models.heads import set_head
+from wardrobe.models.registry import create_backbone
+from wardrobe.models.stages import trainable_stages
+from wardrobe.training.augment import Degrade, train_transform
+from wardrobe.training.config import TRAIN_PRESETS
+from wardrobe.training.frozen import FrozenPrefix, forward_rest, frozen_prefix_length, make_prefix
+from wardrobe.training.knobs import Augment
+from wardrobe.training.losses import make_loss
+from wardrobe.training.posthoc import adjustment, fit_logit_adjustment
+from wardrobe.transforms import Preprocess
+from conftest import make_folder_dataset
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_folder_dataset(tmp_path_factory.mktemp("tiny"), per_class=6, size=64)
+
+
+def _lite(trainable: str):
+    model = set_head(create_backbone("efficientnet_lite0", pretrained=False).model, 3, "linear").eval()
+    return model, trainable_stages(model, trainable)
+
+
+def test_prefix_length_counts_the_frozen_leading_block_stages():
+    model, active = _lite("last:5")  # stem, 7 block stages, head conv: stem + 3 block stages frozen
+    assert frozen_prefix_length(model, active) == 3
+    assert frozen_prefix_length(*_lite("all")) == -1  # the stem trains: nothing to split off
+    assert frozen_prefix_length(*_lite("head")) == 7
+    simple = create_backbone("simple_cnn", pretrained=False).model
+    assert frozen_prefix_length(simple, []) == -1
+
+
+@pytest.mark.parametrize("size", [64, 48])
+def test_onnx_prefix_then_torch_rest_equals_the_whole_network(size):
+    model, active = _lite("last:4")
+    torch.manual_seed(0)
+    for m in model.modules():  # non-trivial batch-norm statistics, so folding them is tested too
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    prefix = make_prefix(model, active)
+    assert isinstance(prefix, FrozenPrefix) and prefix.k == frozen_prefix_length(model, active)
+    x = torch.randn(4, 3, size, size)
+    with torch.no_grad():
+        whole = model(x)
+        split = forward_rest(model, prefix(x), prefix.k)
+    assert torch.allclose(whole, split, atol=1e-4), (whole - split).abs().max()
+    assert make_prefix(model, active, "off") is None
+
+
+def test_fast_path_trains_and_matches_the_plain_path(tiny, tmp_path, monkeypatch):
+    opts = dict(mode="finetune", model="efficientnet_lite0", epochs=1, image_size=64, batch_size=8, workers=0,
+                val_ratio=0.34, show_progress=False, trainable="last:3", freeze_bn=True, lr=1e-2)
+    fast = wardrobe.train(tiny, tmp_path / "fast", **opts)
+    monkeypatch.setenv("WARDROBE_FAST_PATH", "off")
+    plain = wardrobe.train(tiny, tmp_path / "plain", **opts)
+    a = torch.nn.utils.parameters_to_vector(fast.model.parameters())
+    b = torch.nn.utils.parameters_to_vector(plain.model.parameters())
+    # The same seed, batches and arithmetic up to ONNX Runtime's rounding: the weights agree closely
+    # (a broken prefix, e.g. the wrong stage count, would train a different function entirely).
+    assert torch.allclose(a, b, atol=2e-3), (a - b).abs().max()
+    assert json.loads((fast.out / "config.json").read_text())["fit"]["freeze_bn"] is True
+
+
+def test_frozen_batch_norm_keeps_its_statistics(tiny, tmp_path):
+    res = wardrobe.train(tiny, tmp_path / "run", mode="finetune", model="efficientnet_lite0", epochs=1, image_size=64,
+                         batch_size=8, workers=0, val_ratio=0.34, show_progress=False, freeze_bn=True)
+    start = create_backbone("efficientnet_lite0").model
+    got = dict(res.model.named_buffers())
+    for name, buf in start.named_buffers():
+        if name.endswith("running_mean"):
+            assert torch.equal(got[name], buf), name
+
+
+def test_degrade_changes_the_given_share_of_photos():
+    x = torch.randint(0, 256, (3, 48, 48), dtype=torch.uint8)
+    torch.manual_seed(0)
+    assert all(torch.equal(Degrade(0.0)(x), x) for _ in range(20))
+    changed = [not torch.equal(Degrade(1.0)(x), x) for _ in range(30)]
+    assert all(changed)
+    share = np.mean([not torch.equal(Degrade(0.25)(x), x) for _ in range(400)])
+    assert 0.15 < share < 0.35
+    pre = Preprocess(input_size=32, mean=(0, 0, 0), std=(1, 1, 1))
+    assert any(isinstance(t, Degrade) for t in train_transform(Augment(degrade=0.3), pre).transforms)
+
+
+def test_balanced_softmax_is_cross_entropy_on_prior_shifted_logits():
+    labels = np.array([0] * 8 + [1] * 2)
+    loss = make_loss("balanced", labels, 2)
+    logits = torch.tensor([[1.0, 0.5], [0.2, 0.3]])
+    y = torch.tensor([1, 0])
+    shifted = logits + torch.log(torch.tensor([0.8, 0.2]))
+    assert torch.isclose(loss(logits, y), torch.nn.functional.cross_entropy(shifted, y))
+    flat = make_loss("balanced", np.array([0, 1]), 2)
+    assert torch.isclose(flat(logits, y), torch.nn.functional.cross_entropy(logits, y))
+
+
+def test_logit_adjustment_helps_rare_classes_and_is_nothing_on_balanced_data():
+    rng = np.random.default_rng(0)
+    # A model biased towards class 0 (frequent in training): rare class 1 loses its borderline photos.
+    y = np.array([0] * 300 + [1] * 30)
+    margin = np.where(y == 1, rng.normal(0.3, 1.0, len(y)), rng.normal(-2.0, 1.0, len(y)))
+    logits = np.stack([np.zeros(len(y)), margin - 1.5], 1)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    tau, bias, search = fit_logit_adjustment(probs, y, np.array([900, 90]))
+    assert tau > 0 and bias[1] > bias[0]
+    by_tau = {s["tau"]: s["val_f1_macro"] for s in search}
+    assert by_tau[tau] > by_tau[0.0]
+    assert np.allclose(adjustment(np.array([50, 50, 50]), 1.0), 0)
+
+
+def test_best_preset_is_the_fast_robust_recipe():
+    best = TRAIN_PRESETS["best"]
+    assert best.train_size < 240 and best.freeze_bn and best.logit_adjust and 0 < best.augment.degrade < 0.5
+    assert best.max_minutes <= 30
+
+
+def test_training_workers_default_to_none_on_two_cores(monkeypatch):
+    from wardrobe import settings
+
+    monkeypatch.setattr(settings.os, "cpu_count", lambda: 2)
+    assert settings.default_workers(training=True) == 0 and settings.default_workers() == 2
+    monkeypatch.setattr(settings.os, "cpu_count", lambda: 8)
+    assert settings.default_workers(training=True) == 4
+
+
+def test_bool_flags_from_the_command_line(tiny, tmp_path):
+    from typer.testing import CliRunner
+
+    from wardrobe.cli import app
+
+    out = tmp_path / "cli"
+    res = CliRunner().invoke(app, ["train", str(tiny), "--out", str(out), "--mode", "scratch", "--model", "simple_cnn",
+                                   "--image-size", "64", "--epochs", "1", "--batch-size", "8", "--workers", "0",
+                                   "--val-ratio", "0.34", "--freeze-bn", "--logit-adjust", "--degrade", "0.5",
+                                   "--loss", "balanced"])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["fit"]["freeze_bn"] is True and cfg["fit"]["logit_adjust"] is True and cfg["fit"]["loss"] == "balanced"
+    assert cfg["fit"]["augment"]["degrade"] == 0.5 and "tau" in cfg["logit_adjustment"]
