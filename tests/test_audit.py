@@ -4,7 +4,6 @@ manifest trains, memory stays bounded, and train warns about duplicates across i
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import shutil
@@ -15,16 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import real_data_root, shape_image
 from PIL import Image
+from synthetic_photos import EDITS, edited_copy, varied_photo
 from typer.testing import CliRunner
 
 import wardrobe
-from conftest import real_data_root, shape_image
-from synthetic_photos import EDITS, edited_copy, varied_photo
-from wardrobe.cli import app
 from wardrobe.audit import AuditOptions, audit
-from wardrobe.data.fingerprints import leakage_message, scan_file, split_leakage
+from wardrobe.cli import app
 from wardrobe.data.cache import file_digest
+from wardrobe.data.fingerprints import leakage_message, scan_file, split_leakage
 from wardrobe.data.sources import Record
 
 runner = CliRunner()

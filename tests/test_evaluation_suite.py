@@ -10,9 +10,8 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
-
 from conftest import real_data_root
+from typer.testing import CliRunner
 
 runner = CliRunner()
 
@@ -217,8 +216,8 @@ def test_evaluate_with_robustness_calibration_and_report(trained_run, shapes_dir
 
 
 def test_report_gallery_shows_the_most_confident_mistakes(tmp_path, shapes_dir):
-    from wardrobe.metrics import compute_metrics
     from wardrobe.evaluation.report import confidently_wrong, write_report
+    from wardrobe.metrics import compute_metrics
 
     assert confidently_wrong(Y, P) == [2, 4, 5]  # all wrong at 0.5: ties keep their order
     probs = P.copy()

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import make_folder_dataset
 
 import wardrobe
 from wardrobe.models.heads import set_head
@@ -20,7 +21,6 @@ from wardrobe.training.knobs import Augment
 from wardrobe.training.losses import make_loss
 from wardrobe.training.posthoc import adjustment, fit_logit_adjustment
 from wardrobe.transforms import Preprocess
-from conftest import make_folder_dataset
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +72,8 @@ def test_fast_path_trains_and_matches_the_plain_path(tiny, tmp_path, monkeypatch
     # (a broken prefix, e.g. the wrong stage count, would train a different function entirely).
     assert torch.allclose(a, b, atol=2e-3), (a - b).abs().max()
     assert json.loads((fast.out / "config.json").read_text())["fit"]["freeze_bn"] is True
+    clf = wardrobe.Classifier.load(fast.out)  # a fine-tuned model carries its unknown detector and thresholds
+    assert clf.unknown is not None and clf.bank.shape[0] == fast.metrics["counts"]["train"] and clf.meta["selection"]
 
 
 def test_frozen_batch_norm_keeps_its_statistics(tiny, tmp_path):

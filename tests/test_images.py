@@ -6,10 +6,10 @@ import io
 
 import numpy as np
 import pytest
+from conftest import shape_image
 from PIL import Image
 
-from wardrobe.data.images import ImageLimits, ImageError, load_image
-from conftest import shape_image
+from wardrobe.data.images import ImageError, ImageLimits, load_image
 
 
 def _jpeg_bytes(img: Image.Image) -> bytes:
@@ -111,7 +111,6 @@ def test_pixel_limit(tmp_path):
 def test_large_photos_shrink_early_like_a_full_decode(tmp_path, mode):
     """A large photo is shrunk by a whole factor in its own mode before the RGB conversion; what the
     model sees after preprocessing matches decoding it at full size."""
-    from PIL import ImageOps
 
     from wardrobe.transforms import Preprocess
 

@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import make_folder_dataset
 from typer.testing import CliRunner
 
 import wardrobe
@@ -17,7 +18,6 @@ from wardrobe.errors import WardrobeError
 from wardrobe.inference.labelling import label_catalogue
 from wardrobe.models.modelfile import read_meta, resolve_model_path, update_meta
 from wardrobe.selection import NEVER, _threshold, accept, coverage_at, fit_thresholds
-from conftest import make_folder_dataset
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_training_stores_thresholds_and_label_splits_every_photo(labelled_run, t
     assert len(acc) > 0 and list(acc[0]) == ["path", "label", "prob"]
     broken = [r for r in rev if r["path"].endswith("broken.jpg")]
     assert broken and broken[0]["error"] and rev[-1]["path"].endswith("broken.jpg")  # unreadable last
-    probs = [float(r["prob"]) for r in rev if r["prob"]]
+    probs = [float(r["prob"]) for r in rev if r["prob"] and r["label"] != "unknown"]
     assert probs == sorted(probs)  # the likeliest mistakes first
     summary = json.loads((out / "summary.json").read_text())
     assert summary["accepted"] == len(acc) and summary["review"] == len(rev)
@@ -133,3 +133,40 @@ def test_calibration_refits_the_thresholds_at_the_new_temperature(trained_run, s
     wardrobe.evaluate(run, shapes_dir, calibrate=True, show_progress=False, workers=0)
     meta = read_meta(resolve_model_path(run))
     assert meta["selection"]["temperature"] == pytest.approx(meta["temperature"])
+
+
+def _noise_photos(folder, n=12):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / f"noise_{i}.png")
+    return folder
+
+
+def test_unknown_detector_is_stored_and_reported(labelled_run, tmp_path):
+    run, data = labelled_run
+    clf = wardrobe.Classifier.load(run)
+    assert clf.unknown["score"] == "knn_cosine_distance" and clf.unknown["false_unknown_target"] == 0.05
+    assert clf.bank is not None and clf.bank.shape[0] == clf.unknown["bank"]
+    noise = _noise_photos(tmp_path / "noise")
+    res = wardrobe.evaluate(run, data, tmp_path / "eval", show_progress=False, workers=0, unknown=noise)
+    u = json.loads((tmp_path / "eval" / "metrics.json").read_text())["unknown"]
+    assert u == json.loads(json.dumps(res["unknown"]))
+    assert u["auroc"] > 0.9 and u["detected"] >= 0.9 and u["false_unknown"] <= 0.2 and u["n_unknown"] == 12
+    out = tmp_path / "labels"
+    label_catalogue(run, [str(noise), str(data / "circle")], out, 0.9, workers=0, show_progress=False)
+    rev = _rows(out / "review.csv")
+    flagged = [r for r in rev if r["label"] == "unknown"]
+    assert len(flagged) >= 11 and all(r["model_label"] in ("circle", "square", "triangle") for r in flagged)
+    assert not any("noise_" in r["path"] for r in _rows(out / "accepted.csv"))
+
+
+def test_unknown_needs_a_detector(trained_run, shapes_dir, tmp_path):
+    copy = tmp_path / "model.safetensors"
+    shutil.copy(resolve_model_path(trained_run), copy)
+    update_meta(copy, {"unknown": None})
+    assert wardrobe.Classifier.load(copy).unknown is None
+    with pytest.raises(WardrobeError, match="no unknown-photo detector"):
+        wardrobe.evaluate(copy, shapes_dir, show_progress=False, workers=0, unknown=shapes_dir)

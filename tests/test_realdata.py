@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import real_data_root
 
 pytestmark = [pytest.mark.slow,

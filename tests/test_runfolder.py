@@ -11,11 +11,11 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import interrupt_at_second_epoch, make_folder_dataset
 from safetensors.torch import load_file
 
 import wardrobe
 from wardrobe.errors import WardrobeError
-from conftest import interrupt_at_second_epoch, make_folder_dataset
 
 TINY = dict(mode="scratch", model="simple_cnn", epochs=1, image_size=64, batch_size=8, workers=0, val_ratio=0.34,
             show_progress=False)

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shape_image
 from fastapi.testclient import TestClient
+from loadtest import run_load, server_in_thread
 from PIL import Image, ImageDraw
 
 import wardrobe
-from loadtest import run_load, server_in_thread
 from wardrobe.inference.serve import Limits, create_app
-from conftest import shape_image
 
 CLASSES = ["circle", "square", "triangle"]
 

@@ -14,13 +14,13 @@ import zlib
 
 import httpx
 import pytest
+from conftest import shape_image
 from fastapi.testclient import TestClient
+from loadtest import server_in_subprocess, server_in_thread
 from PIL import Image
 
 from wardrobe.data.images import ImageLimits
-from loadtest import server_in_subprocess, server_in_thread
 from wardrobe.inference.serve import Limits, create_app
-from conftest import shape_image
 
 # The README's stated ceiling for the worst request at the concurrency limit (Serving).
 MEMORY_CEILING_MB = 500
@@ -183,8 +183,11 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(trained_run)
     import hypothesis
     import schemathesis
     from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
-                                                  status_code_conformance)
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
     app = create_app(trained_run, limits=Limits(max_files=4, max_upload_bytes=1_000_000))
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)

@@ -6,12 +6,12 @@ import json
 from collections import Counter
 
 import pytest
+from conftest import make_folder_dataset, shape_image
 
-from wardrobe.data import DataOptions, assign_splits, load_dataset
+from wardrobe.data import assign_splits, load_dataset
 from wardrobe.data.presets import download, load_preset
 from wardrobe.data.sources import from_folder, from_manifest, from_regex, parse_mapping
 from wardrobe.errors import WardrobeError
-from conftest import make_folder_dataset, shape_image
 
 
 def test_folder_per_class(shapes_dir):

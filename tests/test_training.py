@@ -13,6 +13,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from conftest import interrupt_at_second_epoch, make_folder_dataset, shape_image
 
 import wardrobe
 from wardrobe.data.cache import file_digest
@@ -23,7 +24,6 @@ from wardrobe.training.augment import train_transform
 from wardrobe.training.knobs import AUGMENT_PRESETS, Augment, resolve_augment
 from wardrobe.training.losses import FocalLoss, class_weights
 from wardrobe.transforms import Preprocess
-from conftest import interrupt_at_second_epoch, make_folder_dataset, shape_image
 
 TINY = dict(epochs=1, image_size=64, batch_size=8, workers=0, val_ratio=0.34, show_progress=False)
 

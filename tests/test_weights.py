@@ -13,12 +13,12 @@ import sys
 import pytest
 import timm
 import torch
+from conftest import make_folder_dataset
 from safetensors.torch import save_file
 
 import wardrobe
 from wardrobe.errors import WardrobeError
 from wardrobe.models.registry import create_backbone, model_catalogue as wardrobe_models
-from conftest import make_folder_dataset
 
 ARCH = "mobilenetv2_050"  # 2 M parameters: small enough to make and load in a test
 

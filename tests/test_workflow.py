@@ -4,7 +4,6 @@ through the Python API and the CLI."""
 from __future__ import annotations
 
 import csv
-import io
 import json
 import shutil
 import subprocess
@@ -12,13 +11,13 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import make_folder_dataset, shape_image
 from PIL import Image
 from typer.testing import CliRunner
 
 import wardrobe
 from wardrobe.cli import app
 from wardrobe.errors import WardrobeError
-from conftest import make_folder_dataset, shape_image
 
 runner = CliRunner()
 

@@ -27,6 +27,7 @@ def evaluate(
     tta: opt.Tta = False,
     robustness: Annotated[bool, typer.Option("--robustness", help="Also measure the photos under noise, blur, JPEG q20 and brightness changes.")] = False,
     calibrate: Annotated[bool, typer.Option("--calibrate", help="Fit a temperature on DATA's validation split and store it in the model file.")] = False,
+    unknown: Annotated[Optional[Path], typer.Option("--unknown", help="A folder of photos of none of the model's classes: report how well they are called unknown.")] = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write report.html in --out.")] = False,
     image_col: opt.ImageCol = "image", label_col: opt.LabelCol = "label", split_col: opt.SplitCol = None,
     images_dir: opt.ImagesDir = None, extension: opt.Extension = None, label_regex: opt.LabelRegex = None,
@@ -41,8 +42,10 @@ def evaluate(
                          include, exclude, rename, top_k_classes, min_count, strict)
     result = evaluate_api(model, data, out, split=split, data_options=opts, batch_size=batch_size,
                           workers=workers, runtime=runtime, tta=tta, robustness=robustness, calibrate=calibrate,
-                          report=not no_report)
+                          report=not no_report, unknown=unknown)
     results.print(opt.metrics_table(result, f"{data} ({result['split']}, {result['n_images']} photos)"))
+    cov = result["trusted_labels"]["coverage_at_precision"]
+    results.print("trusted labels, coverage at precision " + ", ".join(f"{k}: {v:.3f}" for k, v in cov.items()))
     from wardrobe.evaluation.tables import calibration_line, robustness_table  # heavy: torch; imported per command
 
     results.print(calibration_line(result))
@@ -103,10 +106,41 @@ def label(
     s = label_catalogue(model, paths, out, target_precision, batch_size=batch_size, workers=workers, resume=resume,
                         overwrite=overwrite, runtime=runtime)
     done = f"; {s.skipped} were already labelled" if s.skipped else ""
-    console.print(f"{s.accepted} auto-labelled (accepted.csv, {s.coverage:.1%}), {s.review} to review (review.csv) "
+    unknown = f", {s.unknown} of them unknown" if s.unknown else ""
+    console.print(f"{s.accepted} auto-labelled (accepted.csv, {s.coverage:.1%}), {s.review} to review (review.csv{unknown}) "
                   f"in {out} ({s.rate:.1f} photos/s){done}")
     if s.failed:
         console.print(f"[yellow]{s.failed} photos could not be read (in review.csv with their error)[/yellow]")
+
+@app.command()
+def review(
+    folder: Annotated[Path, typer.Argument(help="Folder with review.csv (from wardrobe label or data audit --queue).")],
+    host: Annotated[str, typer.Option("--host", help="Address to bind; 0.0.0.0 lets colleagues review too.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8001,
+    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="The model (run folder or model file): the page then shows Grad-CAM explanations (key e).")] = None,
+):
+    """Review the queue by keyboard in a browser: accept, another label, unknown, skip, undo. Every
+    decision is appended to FOLDER/corrections.csv at once (train --corrections reads it)."""
+    from wardrobe.inference.review import review as review_api  # heavy: fastapi; imported per command
+
+    review_api(folder, host=host, port=port, model=model)
+
+@app.command()
+def explain(
+    model: Annotated[Path, typer.Argument(help="Run folder or model file (fine-tuned or probe).")],
+    paths: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or glob patterns.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the overlays (NAME.gradcam.png).")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace overlays already in OUT.")] = False,
+):
+    """Grad-CAM heat maps: which part of each photo made the model choose its label."""
+    from wardrobe.inference.explain import explain_photos  # heavy: torch, grad-cam; imported per command
+
+    rows = explain_photos(model, paths, out, overwrite=overwrite)
+    for r in rows:
+        if "error" in r:
+            console.print(f"[yellow]{r['path']}: {r['error']}[/yellow]")
+        else:
+            console.print(f"{r['path']}: {r['label']} ({r['prob']:.1%}) -> {r['overlay']}")
 
 @app.command()
 def export(

@@ -26,10 +26,12 @@ from wardrobe.evaluation.report import img_tag, table, write_report
 from wardrobe.evaluation.robustness import robustness as robustness_test
 from wardrobe.evaluation.trusted import plot_coverage_precision, trusted_html, trusted_summary
 from wardrobe.inference.classifier import Classifier
+from wardrobe.inference.predict import expand_paths
 from wardrobe.metrics import compute_metrics, softmax
 from wardrobe.models.modelfile import resolve_model_path, update_meta
 from wardrobe.selection import fit_thresholds
 from wardrobe.ui import info, warn
+from wardrobe.unknown import unknown_rates
 
 
 def _norm(label: str) -> str:
@@ -71,19 +73,25 @@ def evaluate(model: str | Path | Classifier, data: str | Path, out: str | Path |
              split: str | None = None, data_options: DataOptions | None = None, batch_size: int = 32,
              workers: int | None = None, runtime: str = "auto", show_progress: bool = True, tta: bool = False,
              robustness: bool = False, calibrate: bool = False, report: bool = True, seed: int = 0,
-             **data_overrides) -> dict:
+             unknown: str | Path | None = None, **data_overrides) -> dict:
     """Metrics of a model on DATA's ``split``; with ``out``: metrics.json, confusion matrix CSV/PNG,
     reliability diagram and report.html. ``robustness``: the same photos under each corruption of
     wardrobe.evaluation.robustness. ``calibrate``: fit a temperature on DATA's validation split and
-    store it in the model file (the metrics are then those of the calibrated model)."""
+    store it in the model file (the metrics are then those of the calibrated model). ``unknown``: a
+    folder of photos of none of the model's classes: how well the unknown detector tells them from
+    the evaluated photos (AUROC, share detected, share of known photos called unknown)."""
     t0 = time.perf_counter()
     clf = model if isinstance(model, Classifier) else Classifier.load(model, runtime=runtime, tta=tta)
+    if unknown is not None and clf.unknown is None:
+        raise WardrobeError(f"{model}: this model has no unknown-photo detector (trained before it existed, "
+                            "without a validation split, or an exported ONNX file); retrain it")
     opts = data_options or DataOptions()
     ds = load_dataset(data, opts, **data_overrides)
     split, recs = pick_split(ds, split)
     mapping = match_labels(sorted({r.label for r in recs}), clf.classes)
     index = {c: i for i, c in enumerate(clf.classes)}
-    probs, errors = clf.predict_proba([r.path for r in recs], batch_size, workers, show_progress, "evaluate")
+    probs, known_scores, errors = clf.predict_scores([r.path for r in recs], batch_size, workers, show_progress,
+                                                     "evaluate")
     for i, reason in sorted(errors.items()):
         ds.skipped.add(recs[i].path, reason)
     if len(ds.skipped):
@@ -102,6 +110,7 @@ def evaluate(model: str | Path | Classifier, data: str | Path, out: str | Path |
                            calibration)
     metrics = compute_metrics(y, probs, clf.classes)
     trusted = trusted_summary(probs, y, clf.classes, clf.meta.get("selection"), clf.temperature)
+    unknown_result = _unknown(clf, unknown, known_scores[ok], batch_size, workers, show_progress) if unknown else None
     rob = None
     if robustness:
         rob = robustness_test(clf, [r.path for r in ok_recs], y, batch_size=batch_size, workers=workers, seed=seed,
@@ -110,7 +119,7 @@ def evaluate(model: str | Path | Classifier, data: str | Path, out: str | Path |
     result = {"model": str(model if not isinstance(model, Classifier) else "<in memory>"), "data": str(data),
               "split": split, "tta": clf.tta, **metrics,
               "calibration": {k: v for k, v in calibration.items() if not k.startswith("reliability")},
-              "trusted_labels": trusted,
+              "trusted_labels": trusted, **({"unknown": unknown_result} if unknown_result else {}),
               **({"robustness": rob} if rob else {}),
               "seconds": round(seconds, 2), "skipped": ds.skipped.to_dict()}
     if out is not None:
@@ -141,6 +150,19 @@ def evaluate(model: str | Path | Classifier, data: str | Path, out: str | Path |
             written += ", report.html"
         info(f"wrote {out / 'metrics.json'}, {written}")
     return result
+
+
+def _unknown(clf: Classifier, folder, known_scores: np.ndarray, batch_size, workers, show_progress) -> dict:
+    paths = [str(p) for p in expand_paths([folder])]
+    if not paths:
+        raise WardrobeError(f"{folder}: no photos for --unknown")
+    _, scores, errors = clf.predict_scores(paths, batch_size, workers, show_progress, "unknown")
+    good = np.array([i not in errors for i in range(len(paths))], dtype=bool)
+    result = unknown_rates(known_scores, scores[good], clf.unknown["threshold"])
+    info(f"unknown photos ({int(good.sum())} in {folder}): AUROC {result['auroc']:.4f}, "
+         f"{result['detected']:.1%} called unknown; {result['false_unknown']:.1%} of the evaluated known photos too")
+    return {**result, "folder": str(folder), "score": clf.unknown["score"],
+            "false_unknown_target": clf.unknown.get("false_unknown_target")}
 
 
 def _calibrate(clf, model, ds, split, probs, y, mapping, index, batch_size, workers, show_progress,

@@ -184,9 +184,12 @@ def iter_rows(clf, paths: list[str], top_k: int, batch_size: int = 32,
     for idx, pixels, bad in iter_pixel_batches(paths, clf.preprocess, batch_size, workers):
         rows: dict[int, dict] = {}
         if len(idx):
-            probs = clf.probs_from_pixels(pixels)
+            probs, scores = clf.scores_from_pixels(pixels)
+            unknown = clf.is_unknown(scores)
             for j, i in enumerate(idx.tolist()):
                 rows[i] = make_row(paths[i], probs[j], clf.classes, top_k, None)
+                if scores is not None:
+                    rows[i]["unknown_score"], rows[i]["unknown"] = float(scores[j]), bool(unknown[j])
         for i, reason in bad:
             rows[i] = make_row(paths[i], None, clf.classes, top_k, reason)
         yield [rows[i] for i in sorted(rows)]

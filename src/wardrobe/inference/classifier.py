@@ -16,16 +16,21 @@ from wardrobe.errors import WardrobeError
 from wardrobe.inference.onnxfile import OnnxFileRunner, read_onnx_meta
 from wardrobe.inference.rows import make_row
 from wardrobe.metrics import softmax
-from wardrobe.models.modelfile import load_model, resolve_model_path
+from wardrobe.models.heads import LogitsAndEmbedding, has_embedding
+from wardrobe.models.modelfile import load_extras, load_model, resolve_model_path
 from wardrobe.models.runtime import make_runner, resolve_runtime
 from wardrobe.transforms import Preprocess
 from wardrobe.ui import progress
+from wardrobe.unknown import knn_scores
 
 
 class Classifier:
     def __init__(self, model: torch.nn.Module | None, meta: dict, runtime: str = "auto", key: dict | None = None,
-                 tta: bool = False, runner=None):
+                 tta: bool = False, runner=None, bank: np.ndarray | None = None):
         self.model = model
+        # The unknown-photo detector: training embeddings and the threshold fitted on validation.
+        self.bank = bank if bank is not None and meta.get("unknown") and has_embedding(model) else None
+        self.unknown = dict(meta["unknown"]) if self.bank is not None else None
         self.tta = tta  # test-time augmentation: average the photo and its mirror image
         self.meta = meta
         self.classes: list[str] = list(meta["classes"])
@@ -43,7 +48,9 @@ class Classifier:
             return cls._load_onnx(p, runtime, tta)
         p = resolve_model_path(p)
         model, meta = load_model(p)
-        return cls(model, meta, runtime, key={"model_file": file_digest(p)}, tta=tta)
+        bank = load_extras(p).get("unknown_bank") if meta.get("unknown") else None
+        return cls(model, meta, runtime, key={"model_file": file_digest(p)}, tta=tta,
+                   bank=bank.float().numpy() if bank is not None else None)
 
     @classmethod
     def _load_onnx(cls, p: Path, runtime: str, tta: bool) -> "Classifier":
@@ -61,35 +68,60 @@ class Classifier:
     @property
     def runner(self):
         if self._runner is None:
-            self._runner = make_runner(self.model, self.preprocess.input_size, self._key, self._runtime)
+            if self.bank is not None:
+                self._runner = make_runner(LogitsAndEmbedding(self.model), self.preprocess.input_size, self._key,
+                                           self._runtime, outputs=2)
+            else:
+                self._runner = make_runner(self.model, self.preprocess.input_size, self._key, self._runtime)
         return self._runner
 
     def probs_from_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        return self.scores_from_pixels(pixels)[0]
+
+    def is_unknown(self, scores: np.ndarray | None) -> np.ndarray | None:
+        return None if scores is None or self.unknown is None else scores > self.unknown["threshold"]
+
+    def scores_from_pixels(self, pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities, unknown scores or None when the model has no unknown detector)."""
         # NumPy around the runner, not torch: a torch op wakes torch's OpenMP pool, whose threads
         # keep spinning for a while afterwards and take the 2 cores ONNX Runtime is about to use
         # (single-photo latency 17 ms -> 9 ms here, bench/serve_bench.py).
         x = self.preprocess.normalize_array(pixels.numpy())
         if self.tta:
             x = np.concatenate([x, x[..., ::-1]])
-        logits = np.asarray(self.runner(torch.from_numpy(np.ascontiguousarray(x))), dtype=np.float32)
-        probs = softmax(logits, self.temperature)
+        out = self.runner(torch.from_numpy(np.ascontiguousarray(x)))
+        logits, emb = (out if self.bank is not None else (out, None))
+        probs = softmax(np.asarray(logits, dtype=np.float32), self.temperature)
+        n = len(pixels)
         if self.tta:
-            probs = 0.5 * (probs[: len(pixels)] + probs[len(pixels):])
-        return probs.astype(np.float32)
+            probs = 0.5 * (probs[:n] + probs[n:])
+            emb = None if emb is None else 0.5 * (emb[:n] + emb[n:])
+        scores = None if emb is None else knn_scores(self.bank, emb, int(self.unknown.get("k", 1)))
+        return probs.astype(np.float32), scores
 
     def predict_proba(self, paths: Sequence[str | Path], batch_size: int = 32, workers: int | None = None,
                       show_progress: bool = True, description: str = "predict") -> tuple[np.ndarray, dict[int, str]]:
         """Probabilities [N, classes] (NaN rows where a file failed) and {index: reason}."""
+        probs, _, errors = self.predict_scores(paths, batch_size, workers, show_progress, description)
+        return probs, errors
+
+    def predict_scores(self, paths: Sequence[str | Path], batch_size: int = 32, workers: int | None = None,
+                       show_progress: bool = True, description: str = "predict"):
+        """(probabilities, unknown scores or None, {index: reason}); NaN rows where a file failed."""
         out = np.full((len(paths), len(self.classes)), np.nan, dtype=np.float32)
+        scores = np.full(len(paths), np.nan, dtype=np.float32) if self.bank is not None else None
         errors: dict[int, str] = {}
         with progress(show_progress and len(paths) > batch_size) as bar:
             task = bar.add_task(description, total=len(paths), rate="")
             for idx, pixels, bad in iter_pixel_batches(paths, self.preprocess, batch_size, workers):
                 errors.update(dict(bad))
                 if len(idx):
-                    out[idx.numpy()] = self.probs_from_pixels(pixels)
+                    probs, s = self.scores_from_pixels(pixels)
+                    out[idx.numpy()] = probs
+                    if scores is not None:
+                        scores[idx.numpy()] = s
                 bar.update(task, advance=len(idx) + len(bad))
-        return out, errors
+        return out, scores, errors
 
     def predict(self, images: Sequence[str | Path | Image.Image], top_k: int = 3, batch_size: int = 32,
                 show_progress: bool = False) -> list[dict]:

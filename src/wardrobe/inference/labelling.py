@@ -23,13 +23,17 @@ from wardrobe.selection import NEVER, thresholds_for
 from wardrobe.ui import info, progress
 
 ACCEPTED_COLUMNS = ["path", "label", "prob"]
-REVIEW_COLUMNS = ["path", "label", "prob", "label_2", "prob_2", "label_3", "prob_3", "threshold", "error"]
+# label: the model's label, or "unknown" when the photo is unlike every class (model_label then
+# keeps what the model would have said); threshold: the trusted-label threshold it missed.
+REVIEW_COLUMNS = ["path", "label", "prob", "model_label", "label_2", "prob_2", "label_3", "prob_3", "threshold",
+                  "unknown_score", "error"]
 
 
 @dataclass
 class LabelSummary:
     accepted: int = 0
     review: int = 0
+    unknown: int = 0
     failed: int = 0
     skipped: int = 0
     total: int = 0
@@ -122,32 +126,37 @@ def label_catalogue(model, inputs: list[str | Path], out: str | Path, target_pre
     order_for_review(rev_path)
     (out / "summary.json").write_text(json.dumps({
         "model": str(model if not isinstance(model, Classifier) else "<in memory>"), "target_precision": target_precision,
-        "thresholds": limits, "photos": len(files), "accepted": len(_read_paths(acc_path)),
+        "classes": clf.classes, "thresholds": limits, "unknown": clf.unknown, "photos": len(files), "accepted": len(_read_paths(acc_path)),
         "review": len(_read_paths(rev_path))}, indent=2))
     return summary
 
 
 def _route(r: dict, limits: dict[str, float], wa, wr, summary: LabelSummary) -> None:
     if r["error"] is not None:
-        wr.writerow([r["path"], "", "", "", "", "", "", "", r["error"]])
+        wr.writerow([r["path"], "", "", "", "", "", "", "", "", "", r["error"]])
         summary.review += 1
         summary.failed += 1
         return
     limit = limits.get(r["label"], NEVER)
-    if r["prob"] >= limit:
+    unknown = r.get("unknown", False)
+    if r["prob"] >= limit and not unknown:
         wa.writerow([r["path"], r["label"], f"{r['prob']:.6f}"])
         summary.accepted += 1
         return
     cells = []
     for i in range(1, 3):
         cells += [r["top_k"][i][0], f"{r['top_k'][i][1]:.6f}"] if i < len(r["top_k"]) else ["", ""]
-    wr.writerow([r["path"], r["label"], f"{r['prob']:.6f}", *cells, f"{limit:.6f}", ""])
+    score = f"{r['unknown_score']:.6f}" if "unknown_score" in r else ""
+    wr.writerow([r["path"], "unknown" if unknown else r["label"], f"{r['prob']:.6f}", r["label"], *cells,
+                 f"{limit:.6f}", score, ""])
     summary.review += 1
+    summary.unknown += unknown
 
 
 def order_for_review(path: Path) -> None:
     """Rewrite review.csv with the least probable labels first (the likeliest mistakes: most found per
-    minute of review) and unreadable photos last; written beside it and renamed over it."""
+    minute of review), then the unknown photos, then unreadable ones; written beside it and renamed
+    over it."""
     if not path.is_file():
         return
     with path.open(newline="", encoding="utf-8") as f:
@@ -155,7 +164,7 @@ def order_for_review(path: Path) -> None:
     if len(rows) <= 2:
         return
     header, body = rows[0], [r for r in rows[1:] if r]
-    body.sort(key=lambda r: (r[-1] != "", float(r[2]) if r[2] else 0.0))
+    body.sort(key=lambda r: (r[-1] != "", r[1] == "unknown", float(r[2]) if r[2] else 0.0))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([header, *body])

@@ -46,3 +46,20 @@ def head_linear(model: nn.Module) -> nn.Linear:
     """The linear layer of the head, whichever kind it is."""
     module = model.get_submodule(_classifier_path(model))
     return module[-1] if isinstance(module, nn.Sequential) else module
+
+
+class LogitsAndEmbedding(nn.Module):
+    """A timm classifier that also returns its pooled embedding (what the head sees before any
+    power normalisation), in one pass: (logits, embedding)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        emb = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+        return self.model.get_classifier()(emb), emb
+
+
+def has_embedding(model: nn.Module | None) -> bool:
+    return model is not None and all(hasattr(model, a) for a in ("forward_features", "forward_head", "get_classifier"))

@@ -23,6 +23,9 @@ from wardrobe.models.registry import build_network
 
 FORMAT = "wardrobe-model"
 FORMAT_VERSION = 1
+# Tensors that travel in the model file beside the network's weights (the unknown-photo detector's
+# training embeddings); their names start with this, which no network parameter does.
+EXTRA_PREFIX = "wardrobe:"
 MODEL_FILENAME = "model.safetensors"
 
 
@@ -43,7 +46,7 @@ def build_classifier(arch: str, num_classes: int, head: str = "linear") -> torch
     return set_head(build_network(arch, 0), num_classes, head)
 
 
-def save_model(path: str | Path, model: torch.nn.Module, meta: dict) -> Path:
+def save_model(path: str | Path, model: torch.nn.Module, meta: dict, extras: dict | None = None) -> Path:
     """Write a model file: the network's weights and its description (``meta``: arch, classes,
     preprocess, and whatever else the training mode records), with the format and versions added."""
     path = Path(path)
@@ -55,8 +58,17 @@ def save_model(path: str | Path, model: torch.nn.Module, meta: dict) -> Path:
     for required in ("arch", "classes", "preprocess"):
         if required not in full:
             raise ValueError(f"model metadata needs '{required}'")
-    _write(path, {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}, full)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    state.update({EXTRA_PREFIX + k: torch.as_tensor(v).contiguous() for k, v in (extras or {}).items()})
+    _write(path, state, full)
     return path
+
+
+def load_extras(path: str | Path) -> dict[str, torch.Tensor]:
+    """The extra tensors of a model file (see EXTRA_PREFIX), without loading its network."""
+    path = resolve_model_path(path)
+    with safe_open(str(path), framework="pt") as f:
+        return {k[len(EXTRA_PREFIX):]: f.get_tensor(k) for k in f.keys() if k.startswith(EXTRA_PREFIX)}
 
 
 def update_meta(path: str | Path, changes: dict) -> Path:
@@ -122,7 +134,7 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
     path = resolve_model_path(path)
     meta = read_meta(path)
     model = build_classifier(meta["arch"], len(meta["classes"]), meta.get("head", "linear"))
-    state = load_file(str(path))
+    state = {k: v for k, v in load_file(str(path)).items() if not k.startswith(EXTRA_PREFIX)}
     check_weights(path, model, state, meta)
     model.load_state_dict(state)
     return model.eval(), meta

@@ -182,45 +182,52 @@ def export_onnx(model: torch.nn.Module, input_size: int, path: Path, opset: int 
 
 
 class TorchRunner:
-    def __init__(self, model: torch.nn.Module, device: str | None = None):
+    def __init__(self, model: torch.nn.Module, device: str | None = None, outputs: int = 1):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         # Channels-last is 1.7x faster for depthwise convolutions on CPU here (bench/runtime.py).
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)
+        self.outputs = outputs
 
     @torch.inference_mode()
-    def __call__(self, x: torch.Tensor) -> np.ndarray:
+    def __call__(self, x: torch.Tensor):
         x = x.to(self.device, memory_format=torch.channels_last)
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
             out = self.model(x)
+        if self.outputs > 1:
+            return tuple(o.float().cpu().numpy() for o in out)
         return out.float().cpu().numpy()
 
 
 class OnnxRunner:
-    def __init__(self, model: torch.nn.Module, input_size: int, key: dict):
+    def __init__(self, model: torch.nn.Module, input_size: int, key: dict, outputs: int = 1):
         import onnxruntime as ort  # heavy: ONNX Runtime, only when running an export
 
         # "export" changes whenever the exported graph does, so older cached exports are not reused.
-        path = cache_dir() / "onnx" / f"{key_digest({**key, 'export': 3})}.onnx"
+        path = cache_dir() / "onnx" / f"{key_digest({**key, 'export': 3, 'outputs': outputs})}.onnx"
         if not path.is_file():
-            export_onnx(model, input_size, path)
+            export_onnx(model, input_size, path, output_names=tuple(f"output{i}" for i in range(outputs))
+                        if outputs > 1 else ("output",))
+        self.outputs = outputs
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
 
-    def __call__(self, x: torch.Tensor) -> np.ndarray:
-        return self.session.run(None, {self.input: x.numpy()})[0]
+    def __call__(self, x: torch.Tensor):
+        out = self.session.run(None, {self.input: x.numpy()})
+        return tuple(out) if self.outputs > 1 else out[0]
 
 
-def make_runner(model: torch.nn.Module, input_size: int, key: dict, runtime: str = "auto"):
-    """A callable from a float32 NCHW batch to a numpy array of outputs. ``key`` must identify the
-    weights exactly: it names the cached ONNX export."""
+def make_runner(model: torch.nn.Module, input_size: int, key: dict, runtime: str = "auto", outputs: int = 1):
+    """A callable from a float32 NCHW batch to a numpy array of outputs (a tuple of ``outputs``
+    arrays when the model returns several). ``key`` must identify the weights exactly: it names the
+    cached ONNX export."""
     if resolve_runtime(runtime) == "onnx":
         try:
-            return OnnxRunner(model, input_size, key)
+            return OnnxRunner(model, input_size, key, outputs)
         except Exception as exc:  # noqa: BLE001 - any exporter failure: PyTorch still runs the model
             if runtime == "onnx":
                 raise WardrobeError(f"--runtime onnx: this model cannot be exported to ONNX ({str(exc).splitlines()[0][:200]})") from None
 
             warn(f"ONNX export failed ({str(exc).splitlines()[0][:120]}); running in PyTorch instead")
-    return TorchRunner(model)
+    return TorchRunner(model, outputs=outputs)

@@ -70,6 +70,10 @@ class PhotoDataModule(L.LightningDataModule):
         return DecodedPhotos([self.records[i].path for i in ids], self.labels[ids], self.pre.resize_to, transform,
                              self.pre.interpolation, self.pre.resize_mode)
 
+    def train_eval_set(self):
+        """The training photos with the validation view (no augmentation): their embeddings."""
+        return self._dataset(self.train_ids, eval_transform(self.pre))
+
     def train_dataloader(self) -> DataLoader:
         return loader(self.train_set, self.cfg.batch_size, self.workers, shuffle=True, sampler=self.sampler)
 

@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import CSVLogger
 from wardrobe.data.sources import Dataset
 from wardrobe.errors import WardrobeError
 from wardrobe.metrics import compute_metrics, softmax
-from wardrobe.models.heads import head_linear, set_head
+from wardrobe.models.heads import LogitsAndEmbedding, has_embedding, head_linear, set_head
 from wardrobe.models.registry import SCRATCH_MODELS, create_backbone
 from wardrobe.models.weights import torch_load_tensors
 from wardrobe.settings import quiet
@@ -67,7 +67,10 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     if ckpt.best_model_path:  # the checkpoint this run's ModelCheckpoint reports, never one that has the name
         module.load_state_dict(read_checkpoint(Path(ckpt.best_model_path))["state_dict"])
     model = module.model.to("cpu", memory_format=torch.contiguous_format).eval()
-    probs = predict_probs(model, data.val_set, data.workers) if data.val_set is not None else None
+    probs, val_emb = predict_probs(model, data.val_set, data.workers) if data.val_set is not None else (None, None)
+    embeddings = None
+    if val_emb is not None and has_embedding(model):
+        embeddings = (predict_probs(model, data.train_eval_set(), data.workers)[1], val_emb)
     extra = {}
     if cfg.logit_adjust and probs is not None:
         probs, extra["logit_adjustment"] = _adjust_logits(model, probs, data)
@@ -81,7 +84,7 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     return RunResult(model, backbone, pre, "linear", {"fit": cfg.to_dict(), **extra}, metrics,
                      {"train": len(data.train_ids), "validation": len(data.val_ids)}, rows, best, overfit.warned,
                      {"train_images_per_s": [r["train_images_per_s"] for r in rows]},
-                     validation=(probs, data.val_labels) if probs is not None else None)
+                     validation=(probs, data.val_labels) if probs is not None else None, embeddings=embeddings)
 
 
 def _adjust_logits(model, probs: np.ndarray, data: PhotoDataModule) -> tuple[np.ndarray, dict]:
@@ -151,6 +154,17 @@ def read_checkpoint(path: Path) -> dict:
 
 
 @torch.inference_mode()
-def predict_probs(model: torch.nn.Module, ds, workers: int) -> np.ndarray:
-    out = [softmax(model(x).float().numpy()) for x, _ in loader(ds, 64, workers)]
-    return np.concatenate(out) if out else np.zeros((0, 0))
+def predict_probs(model: torch.nn.Module, ds, workers: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(probabilities, pooled embeddings or None for networks without timm's forward_head)."""
+    both = has_embedding(model)
+    net = LogitsAndEmbedding(model) if both else model
+    probs, embs = [], []
+    for x, _ in loader(ds, 64, workers):
+        out = net(x.contiguous(memory_format=torch.channels_last))
+        logits, emb = out if both else (out, None)
+        probs.append(softmax(logits.float().numpy()))
+        if both:
+            embs.append(emb.float().numpy())
+    if not probs:
+        return np.zeros((0, 0)), None
+    return np.concatenate(probs), (np.concatenate(embs) if both else None)

@@ -134,4 +134,4 @@ def train_probe(ds: Dataset, model: str, batch_size: int, workers: int | None, r
                       "noise": noise},
                      metrics, {"train": int(tr.sum()), "validation": int(va.sum())},
                      timings={"fit_seconds": round(fit_seconds, 2), "embeddings": stats},
-                     validation=(val_probs, y[va]))
+                     validation=(val_probs, y[va]), embeddings=(feats[tr], feats[va]))

@@ -36,6 +36,7 @@ class RunResult:
     overfitting: bool = False
     timings: dict = field(default_factory=dict)  # mode-specific timings beside total_seconds
     validation: tuple | None = None  # (probabilities, true class indices) of the validation photos
+    embeddings: tuple | None = None  # (train, validation) pooled embeddings: the unknown-photo detector
 
 
 def partial_dir(out: Path) -> Path:

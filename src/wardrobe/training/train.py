@@ -23,6 +23,7 @@ from wardrobe.training.options import TrainOptions
 from wardrobe.training.probe import DEFAULT_CS, DEFAULT_HEAD, train_probe
 from wardrobe.training.runfolder import RunFolder, check_out
 from wardrobe.ui import info, warn
+from wardrobe.unknown import fit_unknown, make_bank
 
 MODES = ("probe", "finetune", "scratch")
 PROBE_BATCH = 32  # photos per embedding batch
@@ -160,7 +161,12 @@ def write_run(work: Path, ds: Dataset, run, config: dict, leakage: dict, seconds
     if run.validation is not None and len(run.validation[1]):
         # Trusted-label thresholds (wardrobe label), fitted on the validation photos.
         meta["selection"] = {**fit_thresholds(*run.validation, ds.classes), "fitted_on": "validation", "temperature": 1.0}
-    save_model(work / MODEL_FILENAME, run.model, meta)
+    extras = {}
+    if run.embeddings is not None and len(run.embeddings[0]) and len(run.embeddings[1]):
+        bank = make_bank(run.embeddings[0], seed=0)
+        meta["unknown"] = fit_unknown(bank, run.embeddings[1])
+        extras["unknown_bank"] = bank
+    save_model(work / MODEL_FILENAME, run.model, meta, extras)
     (work / "config.json").write_text(json.dumps(config, indent=2, default=str))
     (work / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return config, metrics
