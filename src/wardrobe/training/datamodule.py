@@ -49,6 +49,9 @@ class PhotoDataModule(L.LightningDataModule):
         if self.train_ids:
             return
         errors = self._fill()  # every photo is cached by now: this only reads the cache's index
+        # Decoding into a cold cache draws random numbers a warm one does not: seed again, so the
+        # first run of a command and its rerun train the same model.
+        L.seed_everything(self.cfg.seed, workers=True, verbose=False)
         for i, reason in sorted(errors.items()):
             self.ds.skipped.add(self.records[i].path, reason)
         if errors:
