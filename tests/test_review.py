@@ -4,6 +4,7 @@ page in headless Chromium surviving a killed server."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import socket
@@ -204,3 +205,54 @@ def test_keyboard_review_survives_a_killed_server(tmp_path):
     assert labels[photo(0)] == "circle" and labels[photo(1)] == "circle" and labels[photo(2)] == "unknown"
     assert labels[photo(5)] == "triangle"  # the undone relabel is gone; the accept stands
     assert os.path.getsize(q / "corrections.csv") > 0
+
+
+def test_audit_queue_review_and_corrections_retrain(tmp_path):
+    """The loop: the audit queues suspected label errors, a reviewer fixes them, training applies the fixes."""
+    from typer.testing import CliRunner
+
+    from wardrobe.audit.run import AuditOptions, audit
+    from wardrobe.cli import app
+    from wardrobe.data import load_dataset
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    rows = []
+    for k, kind in enumerate(CLASSES):
+        for i in range(12):
+            shape_image(kind, seed=1000 * k + i).save(d / f"{kind}_{i}.jpg", quality=90)
+            rows.append((f"{kind}_{i}.jpg", "square" if kind == "circle" and i < 2 else kind))
+    with (d / "m.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([("image", "label"), *rows])
+    extra = tmp_path / "new" / "triangle_new.jpg"  # a catalogue photo, reviewed, not in the data yet
+    extra.parent.mkdir()
+    shape_image("triangle", seed=99).save(extra, quality=90)
+    q = tmp_path / "queue"
+    audit(d / "m.csv", tmp_path / "out", AuditOptions(embeddings=True, workers=0, show_progress=False, folds=4),
+          queue=q)
+    queue = list(csv.DictReader((q / "review.csv").open()))
+    first = {Path(r["path"]).name: r for r in queue[:2]}
+    assert set(first) == {"circle_0.jpg", "circle_1.jpg"} and all(r["label_2"] == "circle" for r in first.values())
+    with TestClient(create_review_app(q)) as c:
+        names = [Path(it["path"]).name for it in c.get("/api/queue").json()["items"]]
+        for name, action, label in (("circle_0.jpg", "relabel", "circle"), ("circle_1.jpg", "unknown", "")):
+            r = c.post("/api/decide", json={"id": f"decision-{names.index(name)}", "reviewer": "t", "index": names.index(name),
+                                            "action": action, "label": label})
+            assert r.json()["written"]
+    log = CorrectionLog(q / "corrections.csv")
+    log.add(Decision("dec-extra-1", "", "t", str(extra), "relabel", "triangle", ""))
+    fixed = {r.path.name: r for r in load_dataset(d / "m.csv", corrections=str(q / "corrections.csv")).records}
+    assert fixed["circle_0.jpg"].label == "circle" and "circle_1.jpg" not in fixed
+    assert fixed["triangle_new.jpg"].label == "triangle"
+    kept = {r.path.name: r.label for r in load_dataset(d / "m.csv", corrections=str(q / "corrections.csv"),
+                                                       keep_unknown=True).records}
+    assert kept["circle_1.jpg"] == "unknown"
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["train", str(d / "m.csv"), "--out", str(out), "--corrections",
+                                   str(q / "corrections.csv"), "--workers", "0"])
+    assert res.exit_code == 0, res.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["options"]["data"]["corrections"] == str(q / "corrections.csv")
+    with pytest.raises(WardrobeError, match="never overwritten"):
+        audit(d / "m.csv", tmp_path / "out3", AuditOptions(embeddings=True, workers=0, show_progress=False, folds=4),
+              queue=q)

@@ -16,12 +16,14 @@ import numpy as np
 
 from wardrobe.audit.clean import write_clean_manifest
 from wardrobe.audit.label_errors import embedding_findings
+from wardrobe.audit.queue import write_review_queue
 from wardrobe.audit.report import plot_class_histogram, write_html
 from wardrobe.data import DataOptions, load_dataset
 from wardrobe.data.fingerprints import THUMB_BYTES, hash_cache, iter_scan, remember
 from wardrobe.data.hashing import PHASH_THRESHOLD, THUMB_SIMILARITY, groups_from_pairs, near_pairs
 from wardrobe.data.presets import PRESETS
 from wardrobe.data.sources import Dataset, Record, iter_images, read_table, resolve_image
+from wardrobe.errors import WardrobeError
 from wardrobe.ui import info
 
 GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -140,10 +142,13 @@ def _group(members: list[Record], **extra) -> dict:
 
 def audit(data: str | Path, out: str | Path, options: AuditOptions | None = None,
           data_options: DataOptions | None = None, write_clean: str | Path | None = None,
-          drop_label_errors: float | None = None, **data_overrides) -> dict:
+          drop_label_errors: float | None = None, queue: str | Path | None = None, **data_overrides) -> dict:
     """Audit DATA (preset, folder or manifest) and write OUT/audit.json, OUT/audit.html and
     OUT/class_histogram.png; with ``write_clean``, also a cleaned manifest (the photos are never touched).
+    ``queue``: a folder where the suspected label errors become a review queue (``wardrobe review``).
     Returns the audit as a dict (what audit.json holds)."""
+    if queue is not None and not (options or AuditOptions()).embeddings:
+        raise WardrobeError("--queue needs --embeddings (the suspected label errors come from them)")
     t0 = time.perf_counter()
     o = options or AuditOptions()
     # the audit reports every problem instead of stopping at the first; the caller's options stay as they were
@@ -196,6 +201,8 @@ def audit(data: str | Path, out: str | Path, options: AuditOptions | None = None
     plot_class_histogram(class_counts, out / "class_histogram.png", ds.name)
     if write_clean is not None:
         result["clean"] = write_clean_manifest(ds, result, Path(write_clean), drop_label_errors)
+    if queue is not None:
+        result["queue"] = write_review_queue(result["label_errors"]["suspects"], ds.classes, Path(queue))
 
     (out / "audit.json").write_text(json.dumps(result, indent=2, default=str))
     write_html(result, out / "audit.html", out / "class_histogram.png")

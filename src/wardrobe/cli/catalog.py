@@ -74,6 +74,7 @@ def data_audit(
     thumb_similarity: Annotated[float, typer.Option("--thumb-similarity", help="...and 8x8 thumbnail similarity at least this.")] = 0.90,
     embedding_similarity: Annotated[float, typer.Option("--embedding-similarity", help="Near duplicates by embeddings: cosine at least this.")] = 0.97,
     drop_label_errors: Annotated[Optional[float], typer.Option("--drop-label-errors", help="With --write-clean and --embeddings: drop suspects whose probability of their label is below this.")] = None,
+    queue: Annotated[Optional[Path], typer.Option("--queue", help="With --embeddings: write the suspected label errors as a review queue here (wardrobe review DIR).")] = None,
     batch_size: opt.BatchSize = 32,
     workers: opt.Workers = None,
     runtime: opt.Runtime = "auto",
@@ -92,7 +93,7 @@ def data_audit(
     o = AuditOptions(expected_labels=expected, phash_threshold=phash_bits, thumb_similarity=thumb_similarity,
                      embeddings=embeddings, model=model, embedding_similarity=embedding_similarity,
                      workers=workers, batch_size=batch_size, runtime=runtime)
-    result = audit(data, out, o, opts, write_clean=write_clean, drop_label_errors=drop_label_errors)
+    result = audit(data, out, o, opts, write_clean=write_clean, drop_label_errors=drop_label_errors, queue=queue)
     t = Table(title=f"audit of {result['dataset']['name']} ({result['dataset']['labelled_rows']} rows)")
     t.add_column("finding")
     t.add_column("count", justify="right")

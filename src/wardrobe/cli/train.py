@@ -43,6 +43,8 @@ def _train(
     images_dir: opt.ImagesDir = None, extension: opt.Extension = None, label_regex: opt.LabelRegex = None,
     label_map: opt.LabelMap = None, include: opt.Include = None, exclude: opt.Exclude = None, rename: opt.Rename = None,
     top_k_classes: opt.TopK = None, min_count: opt.MinCount = None, strict: opt.Strict = False,
+    corrections: Annotated[Optional[Path], typer.Option("--corrections", help="A review's corrections.csv: human labels override, reviewed photos join training, unknown ones are dropped.", rich_help_panel="Data")] = None,
+    keep_unknown: Annotated[bool, typer.Option("--keep-unknown", help="With --corrections: train photos reviewed as unknown as a class of their own (a reject class).", rich_help_panel="Data")] = False,
     **flags,
 ):
     """Train a classifier on labelled photos; writes OUT/model.safetensors, config.json, metrics.json."""
@@ -51,6 +53,9 @@ def _train(
 
     opts = opt.data_options(image_col, label_col, split_col, images_dir, extension, label_regex, label_map,
                          include, exclude, rename, top_k_classes, min_count, strict)
+    if keep_unknown and not corrections:
+        raise WardrobeError("--keep-unknown applies to --corrections")
+    opts.corrections, opts.keep_unknown = (str(corrections) if corrections else None), keep_unknown
     ra_n, ra_m = _randaugment(randaugment)
     devices = flags.pop("devices", None)
     fit_options = {**flags, "augment": augment, "randaugment_n": ra_n, "randaugment_m": ra_m,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from wardrobe.data.corrections import apply_corrections
 from wardrobe.data.filters import apply_filters
 from wardrobe.data.presets import PRESETS, load_preset
 from wardrobe.data.sources import Dataset, Record, SkipReport, from_folder, from_manifest, from_regex, parse_mapping
@@ -31,6 +32,8 @@ class DataOptions:
     top_k: int | None = None
     min_count: int | None = None
     strict: bool = False
+    corrections: str | None = None  # a review's corrections.csv: human labels override the data's
+    keep_unknown: bool = False  # photos reviewed as unknown become a class of their own (else dropped)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,8 +69,11 @@ def load_dataset(data: str | Path, options: DataOptions | None = None, **overrid
         raise WardrobeError(f"{text}: no such file, folder or preset (presets: {', '.join(PRESETS)})")
     if not ds.records:
         raise WardrobeError(f"{text}: no labelled photos found ({ds.skipped.summary()})")
-    return apply_filters(ds, include=opts.include or None, exclude=opts.exclude or None,
-                         rename=parse_mapping(opts.rename), top_k=opts.top_k, min_count=opts.min_count)
+    ds = apply_filters(ds, include=opts.include or None, exclude=opts.exclude or None,
+                       rename=parse_mapping(opts.rename), top_k=opts.top_k, min_count=opts.min_count)
+    if opts.corrections:
+        ds = apply_corrections(ds, opts.corrections, opts.keep_unknown)
+    return ds
 
 
 def demo_photos(data: str | Path, n: int = 5) -> list[Path]:

@@ -15,10 +15,12 @@ import io
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from wardrobe.data.sources import Dataset, Record
 from wardrobe.errors import WardrobeError
+from wardrobe.ui import info
 
 COLUMNS = ["id", "time", "reviewer", "path", "action", "label", "model_label", "undoes"]
 ACTIONS = ("accept", "relabel", "unknown", "skip", "undo")
@@ -70,6 +72,36 @@ def current_state(decisions: list[Decision]) -> dict[str, Decision]:
 def human_labels(path: str | Path) -> dict[str, str]:
     """{photo path: label} of the standing accept / relabel / unknown decisions (skips are none)."""
     return {p: d.label for p, d in current_state(read_decisions(Path(path))).items() if d.action in LABELLING}
+
+
+def apply_corrections(ds: Dataset, corrections: str | Path, keep_unknown: bool = False) -> Dataset:
+    """The dataset with the review's human labels: a photo's label is replaced by its reviewer's, a
+    reviewed photo that was not in the data joins the training split, and photos reviewed as
+    ``unknown`` are dropped (or, with ``keep_unknown``, labelled as the class ``unknown``)."""
+    path = Path(corrections).expanduser()
+    if not path.is_file():
+        raise WardrobeError(f"{path}: corrections file not found")
+    human = {str(Path(p).resolve()): label for p, label in human_labels(path).items()}
+    known = set(ds.classes) | ({"unknown"} if keep_unknown else set())
+    foreign = sorted({label for label in human.values() if label not in known and label != "unknown"})
+    if foreign:
+        raise WardrobeError(f"{path}: labels not among the data's classes: {', '.join(foreign[:5])}")
+    records, seen, changed, dropped = [], set(), 0, 0
+    for r in ds.records:
+        key = str(Path(r.path).resolve())
+        seen.add(key)
+        label = human.get(key, r.label)
+        if label == "unknown" and not keep_unknown:
+            dropped += 1
+            continue
+        changed += label != r.label
+        records.append(replace(r, label=label))
+    split = "train" if ds.has_splits else None
+    added = [Record(Path(p), label, split) for p, label in sorted(human.items())
+             if p not in seen and (label != "unknown" or keep_unknown) and Path(p).is_file()]
+    info(f"corrections from {path}: {changed} labels changed, {len(added)} reviewed photos added, "
+         f"{dropped} unknown photos dropped")
+    return Dataset(records + added, ds.name, ds.skipped, dict(ds.description, corrections=str(path)))
 
 
 class CorrectionLog:

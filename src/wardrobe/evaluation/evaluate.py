@@ -26,6 +26,7 @@ from wardrobe.evaluation.report import img_tag, table, write_report
 from wardrobe.evaluation.robustness import robustness as robustness_test
 from wardrobe.evaluation.trusted import plot_coverage_precision, trusted_html, trusted_summary
 from wardrobe.inference.classifier import Classifier
+from wardrobe.inference.explain import Explainer
 from wardrobe.inference.predict import expand_paths
 from wardrobe.metrics import compute_metrics, softmax
 from wardrobe.models.modelfile import resolve_model_path, update_meta
@@ -146,10 +147,23 @@ def evaluate(model: str | Path | Classifier, data: str | Path, out: str | Path |
                          [r.path for r in ok_recs], class_counts=dict(sorted(counts.items())), run_dir=run_dir,
                          robustness=rob, calibration=calibration, reliability_png=out / "reliability.png",
                          extra=[("trusted-labels", "Trusted labels: coverage and precision",
-                                 trusted_html(trusted, out / "coverage_precision.png", img_tag, table))])
+                                 trusted_html(trusted, out / "coverage_precision.png", img_tag, table))],
+                         explain=_explainer(model))
             written += ", report.html"
         info(f"wrote {out / 'metrics.json'}, {written}")
     return result
+
+
+def _explainer(model):
+    """Grad-CAM overlays for the report's gallery, when the model's network is at hand (not an ONNX
+    export, not an in-memory Classifier)."""
+    if isinstance(model, Classifier) or str(model).lower().endswith(".onnx"):
+        return None
+    try:
+        return Explainer.load(model).overlay_png
+    except (WardrobeError, ImportError) as exc:
+        warn(f"no Grad-CAM overlays in the report ({exc})")
+        return None
 
 
 def _unknown(clf: Classifier, folder, known_scores: np.ndarray, batch_size, workers, show_progress) -> dict:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from wardrobe.data.images import ImageError, load_image
+from wardrobe.errors import WardrobeError
 from wardrobe.evaluation.plots import plot_confusion
 from wardrobe.plotting import pyplot, save
 
@@ -120,7 +121,10 @@ def confidently_wrong(y_true: np.ndarray, probs: np.ndarray, limit: int = 24) ->
     return wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")][:limit].tolist()
 
 
-def gallery_html(paths: Sequence, y_true: np.ndarray, probs: np.ndarray, classes: list[str], limit: int = 24) -> str:
+def gallery_html(paths: Sequence, y_true: np.ndarray, probs: np.ndarray, classes: list[str], limit: int = 24,
+                 explain=None) -> str:
+    """The most confident mistakes; with ``explain`` (photo path -> PNG bytes) each card also shows
+    the Grad-CAM overlay of what the model looked at."""
     idx = confidently_wrong(y_true, probs, limit)
     if not idx:
         return "<p>No wrong predictions.</p>"
@@ -129,6 +133,11 @@ def gallery_html(paths: Sequence, y_true: np.ndarray, probs: np.ndarray, classes
         p = int(probs[i].argmax())
         thumb = thumbnail_jpeg(paths[i])
         pic = img_tag(thumb, Path(paths[i]).name, "image/jpeg", cls="thumb") if thumb else "<p>(unreadable)</p>"
+        if explain is not None and thumb:
+            try:
+                pic += img_tag(explain(paths[i]), f"Grad-CAM of {Path(paths[i]).name}", cls="thumb gradcam")
+            except WardrobeError:
+                pass  # the thumbnail alone: an explanation is a bonus, never a reason to fail a report
         cards.append(f'<div class="card">{pic}<br><b>true:</b> {_esc(classes[int(y_true[i])])}<br>'
                      f'<b>predicted:</b> {_esc(classes[p])} ({probs[i, p]:.3f})<br>'
                      f'<span class="note">{_esc(Path(paths[i]).name)}</span></div>')
@@ -144,7 +153,7 @@ def write_report(path: str | Path, title: str, metrics: dict, y_true: np.ndarray
                  paths: Sequence, class_counts: dict[str, int] | None = None, run_dir: Path | None = None,
                  robustness: dict | None = None, calibration: dict | None = None,
                  reliability_png: Path | None = None, extra: Sequence[tuple[str, str, str]] = (),
-                 summary_rows: Sequence[Sequence] | None = None) -> Path:
+                 summary_rows: Sequence[Sequence] | None = None, explain=None) -> Path:
     """``metrics`` as from compute_metrics; ``y_true``/``probs``/``paths`` of the same photos (for the
     gallery); ``extra``: (id, heading, html) sections placed after the summary (e.g. CV folds)."""
     classes = metrics["classes"]
@@ -189,7 +198,8 @@ def write_report(path: str | Path, title: str, metrics: dict, y_true: np.ndarray
         body = '<p class="note">Not computed.</p>'
     section("calibration", "Calibration", body)
     section("confidently-wrong", "Most confidently wrong photos", gallery_html(paths, np.asarray(y_true),
-                                                                               np.asarray(probs), classes))
+                                                                               np.asarray(probs), classes,
+                                                                               explain=explain))
     doc = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
            f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>")
     path = Path(path)
