@@ -45,6 +45,9 @@ def test_threshold_counts_one_extra_error():
     # one more photo would break the rule: the threshold is the lowest that passes
     assert t == conf[kept].min() and kept.sum() >= 120
     assert _threshold(conf[:10], correct[:10], 0.98) == NEVER  # 10 photos cannot show 98 %
+    plain = _threshold(conf, correct, 0.98, extra=0)  # the default rule: validation precision >= target
+    kept = conf >= plain
+    assert (~correct[kept]).sum() / kept.sum() <= 0.02 and plain <= t
 
 
 def test_per_class_thresholds_where_the_data_allows():
@@ -89,6 +92,11 @@ def test_training_stores_thresholds_and_label_splits_every_photo(labelled_run, t
     summary = json.loads((out / "summary.json").read_text())
     assert summary["accepted"] == len(acc) and summary["review"] == len(rev)
     assert all(float(r["prob"]) >= summary["thresholds"][r["label"]] for r in acc)
+    strict = CliRunner().invoke(app, ["label", str(trained_run), str(photos), "--out", str(tmp_path / "c"),
+                                      "--target-precision", "0.9", "--conservative"])
+    assert strict.exit_code == 0, strict.output
+    assert len(_rows(tmp_path / "c" / "accepted.csv")) <= len(acc)
+    assert json.loads((tmp_path / "c" / "summary.json").read_text())["rule"] == "conservative"
     again = CliRunner().invoke(app, ["label", str(trained_run), str(photos), "--out", str(out)])
     assert isinstance(again.exception, WardrobeError) and "--resume" in str(again.exception)
 
@@ -120,7 +128,7 @@ def test_evaluate_reports_coverage_at_precision_and_the_curve(trained_run, shape
     t = res["trusted_labels"]
     assert set(t["coverage_at_precision"]) == {"0.95", "0.98", "0.99"}
     assert 0 <= t["coverage_at_precision"]["0.99"] <= t["coverage_at_precision"]["0.95"] <= 1
-    assert "0.98" in t["stored"]["targets"]
+    assert "0.98" in t["stored"]["targets"] and "0.98" in t["stored"]["conservative"]
     assert (out / "coverage_precision.png").stat().st_size > 1000
     html = (out / "report.html").read_text()
     assert 'id="trusted-labels"' in html and "coverage-precision curve" in html

@@ -124,6 +124,8 @@ def _train_options(data: str, args: list[str]) -> dict:
     opts = opt.data_options(*(p.pop(k) for k in ("image_col", "label_col", "split_col", "images_dir", "extension",
                                                  "label_regex", "label_map", "include", "exclude", "rename",
                                                  "top_k_classes", "min_count", "strict")))
+    corrections, opts.keep_unknown = p.pop("corrections", None), p.pop("keep_unknown", False)
+    opts.corrections = str(corrections) if corrections else None
     for k in ("data", "out", "val_ratio", "test_ratio"):
         p.pop(k, None)
     p["randaugment_n"], p["randaugment_m"] = _randaugment(p.pop("randaugment", None))

@@ -92,6 +92,7 @@ def label(
     paths: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or glob patterns.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for accepted.csv, review.csv and summary.json.")],
     target_precision: Annotated[float, typer.Option("--target-precision", help="Share of auto-labels that must be right (thresholds fitted on validation for 0.9, 0.95, 0.97, 0.98, 0.99).")] = 0.98,
+    conservative: Annotated[bool, typer.Option("--conservative", help="Thresholds with a finite-sample correction (one extra error): precision at least the target on exchangeable photos, fewer auto-labels.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Keep what OUT already holds and label only the photos in neither file.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace accepted.csv and review.csv in OUT.")] = False,
     batch_size: opt.BatchSize = 32,
@@ -104,7 +105,7 @@ def label(
     from wardrobe.inference.labelling import label_catalogue  # heavy: torch; imported per command
 
     s = label_catalogue(model, paths, out, target_precision, batch_size=batch_size, workers=workers, resume=resume,
-                        overwrite=overwrite, runtime=runtime)
+                        overwrite=overwrite, runtime=runtime, conservative=conservative)
     done = f"; {s.skipped} were already labelled" if s.skipped else ""
     unknown = f", {s.unknown} of them unknown" if s.unknown else ""
     console.print(f"{s.accepted} auto-labelled (accepted.csv, {s.coverage:.1%}), {s.review} to review (review.csv{unknown}) "

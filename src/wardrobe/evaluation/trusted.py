@@ -21,14 +21,15 @@ def trusted_summary(probs: np.ndarray, y: np.ndarray, classes: list[str], select
     out: dict = {"coverage_at_precision": {f"{t:g}": coverage_at(probs, y, t) for t in REPORTED}}
     same_t = selection and abs(float(selection.get("temperature", 1.0)) - temperature) < 1e-6
     if same_t:
-        stored = {}
-        for key in selection.get("targets", {}):
-            limits = thresholds_for(selection, float(key))
-            ok = accept(probs, classes, limits)
-            right = probs.argmax(1) == y
-            stored[key] = {"coverage": float(ok.mean()) if len(ok) else 0.0,
-                           "precision": float(right[ok].mean()) if ok.any() else None, "accepted": int(ok.sum())}
-        out["stored"] = {"fitted_on": selection.get("fitted_on"), "targets": stored}
+        right = probs.argmax(1) == y
+        out["stored"] = {"fitted_on": selection.get("fitted_on")}
+        for rule, conservative in (("targets", False), ("conservative", True)):
+            stored = {}
+            for key in selection.get(rule, {}):
+                ok = accept(probs, classes, thresholds_for(selection, float(key), conservative))
+                stored[key] = {"coverage": float(ok.mean()) if len(ok) else 0.0,
+                               "precision": float(right[ok].mean()) if ok.any() else None, "accepted": int(ok.sum())}
+            out["stored"][rule] = stored
     return out
 
 
@@ -37,7 +38,7 @@ def plot_coverage_precision(probs: np.ndarray, y: np.ndarray, path: Path, summar
     cov, prec = coverage_precision(probs, y)
     fig, ax = plt.subplots(figsize=(6, 4.2))
     ax.plot(cov, prec, lw=2, label="most confident photos first")
-    for key, s in (summary.get("stored") or {}).get("targets", {}).items():
+    for key, s in ((summary.get("stored") or {}).get("targets") or {}).items():
         if s["precision"] is not None and float(key) in REPORTED:
             ax.plot([s["coverage"]], [s["precision"]], "o", label=f"stored threshold, target {key}")
     for t in REPORTED:
@@ -54,11 +55,13 @@ def plot_coverage_precision(probs: np.ndarray, y: np.ndarray, path: Path, summar
 def trusted_html(summary: dict, png: Path | None, img_tag, table) -> str:
     rows = [[f"precision {k}", f"{v:.3f}"] for k, v in summary["coverage_at_precision"].items()]
     body = table(["one threshold chosen on these photos, at", "coverage"], rows)
-    stored = (summary.get("stored") or {}).get("targets", {})
-    if stored:
-        body += table(["stored thresholds, target", "coverage", "precision", "accepted"],
-                      [[k, f"{s['coverage']:.3f}", "-" if s["precision"] is None else f"{s['precision']:.3f}",
-                        s["accepted"]] for k, s in stored.items()])
+    for rule in ("targets", "conservative"):
+        stored = (summary.get("stored") or {}).get(rule) or {}
+        if stored:
+            name = "stored thresholds" + (" (conservative)" if rule == "conservative" else "") + ", target"
+            body += table([name, "coverage", "precision", "accepted"],
+                          [[k, f"{s['coverage']:.3f}", "-" if s["precision"] is None else f"{s['precision']:.3f}",
+                            s["accepted"]] for k, s in stored.items()])
     if png is not None and png.is_file():
         body += img_tag(png, "coverage-precision curve")
     return body

@@ -50,7 +50,7 @@ class LabelSummary:
         return (self.accepted + self.review) / self.seconds if self.seconds > 0 else 0.0
 
 
-def stored_thresholds(clf: Classifier, target: float, name: str) -> dict[str, float]:
+def stored_thresholds(clf: Classifier, target: float, name: str, conservative: bool = False) -> dict[str, float]:
     selection = clf.meta.get("selection")
     if not selection:
         raise WardrobeError(f"{name}: the model file has no trusted-label thresholds (a run without a validation "
@@ -58,7 +58,7 @@ def stored_thresholds(clf: Classifier, target: float, name: str) -> dict[str, fl
     if abs(float(selection.get("temperature", 1.0)) - clf.temperature) > 1e-6:
         raise WardrobeError(f"{name}: its thresholds were fitted at another temperature; refit them with "
                             "`wardrobe evaluate MODEL DATA --calibrate`")
-    found = thresholds_for(selection, target)
+    found = thresholds_for(selection, target, conservative)
     if found is None:
         have = ", ".join(selection.get("targets", {}))
         raise WardrobeError(f"--target-precision {target:g}: no thresholds fitted for it (this model has {have})")
@@ -86,10 +86,11 @@ def _open(path: Path, columns: list[str], append: bool):
 
 def label_catalogue(model, inputs: list[str | Path], out: str | Path, target_precision: float = 0.98,
                     batch_size: int = 32, workers: int | None = None, resume: bool = False, overwrite: bool = False,
-                    runtime: str = "auto", show_progress: bool = True) -> LabelSummary:
-    """Split the photos named by ``inputs`` into ``out/accepted.csv`` and ``out/review.csv``."""
+                    runtime: str = "auto", show_progress: bool = True, conservative: bool = False) -> LabelSummary:
+    """Split the photos named by ``inputs`` into ``out/accepted.csv`` and ``out/review.csv``.
+    ``conservative``: the thresholds with conformal risk control's one-extra-error correction."""
     clf = model if isinstance(model, Classifier) else Classifier.load(model, runtime=runtime)
-    limits = stored_thresholds(clf, target_precision, str(model))
+    limits = stored_thresholds(clf, target_precision, str(model), conservative)
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise WardrobeError(f"{out}: --out must be a folder (it receives accepted.csv and review.csv)")
@@ -126,6 +127,7 @@ def label_catalogue(model, inputs: list[str | Path], out: str | Path, target_pre
     order_for_review(rev_path)
     (out / "summary.json").write_text(json.dumps({
         "model": str(model if not isinstance(model, Classifier) else "<in memory>"), "target_precision": target_precision,
+        "rule": "conservative" if conservative else "plain",
         "classes": clf.classes, "thresholds": limits, "unknown": clf.unknown, "photos": len(files), "accepted": len(_read_paths(acc_path)),
         "review": len(_read_paths(rev_path))}, indent=2))
     return summary
