@@ -111,8 +111,12 @@ def candidate(name: str, ds, cfg, batches: int, *, prefix: str = "torch", bf16: 
     return {"name": name, "images_per_s": rate, "compile_s": compile_s}
 
 
+# "today": the path of the best preset before this benchmark (frozen stages in eager PyTorch,
+# batch-norm statistics training, 240 px crops, one loader worker). "best preset now": what
+# `--preset best` does since, automatically.
 CANDIDATES = {
     "today": {},
+    "best preset now": {"prefix": "onnx", "bn_eval": True, "train_size": 192, "workers": 0},
     "onnx-prefix": {"prefix": "onnx"},
     "bf16": {"bf16": True},
     "onnx-prefix+bf16": {"prefix": "onnx", "bf16": True},

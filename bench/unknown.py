@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from wardrobe.data import load_dataset
+from wardrobe.evaluation.evaluate import _norm
 from wardrobe.evaluation.speed import cpu_model
 from wardrobe.inference.classifier import Classifier
 from wardrobe.inference.predict import expand_paths
@@ -84,7 +85,10 @@ def main() -> None:
     known_val = [str(r.path) for r in top10.split("validation")]
     train = top10.split("train")
     train_paths, train_y = [str(r.path) for r in train], np.array([index[r.label] for r in train])
-    other = [str(r.path) for r in load_dataset("clothing-17").records if r.label not in index]
+    norm = {_norm(c) for c in clf.classes}
+    in_top10 = {str(r.path) for r in top10.records}
+    other = [str(r.path) for r in load_dataset("clothing-17").records
+             if _norm(r.label) not in norm and str(r.path) not in in_top10]
     folder = args.non_clothing or skimage_photos()
     non_clothing = [str(p) for p in expand_paths([folder])]
     print(f"known validation {len(known_val)}, non-clothing {len(non_clothing)} ({folder}), "

@@ -59,6 +59,22 @@ def match_labels(data_labels: list[str], classes: list[str]) -> dict[str, str]:
     return mapping
 
 
+def _own_split(ds: Dataset, clf: Classifier, split: str | None, data) -> Dataset:
+    """DATA without a split column, and the model was trained on the same DATA: redo the model's
+    stratified split (its ratios and seed), so a plain evaluate scores the photos it held out
+    instead of every photo, training photos included."""
+    if ds.has_splits or split == "all":
+        return ds
+    cfg = clf.meta.get("train_config") or {}
+    split_cfg = (cfg.get("dataset") or {}).get("split")
+    if not isinstance(split_cfg, dict) or str(cfg.get("data")) != str(data):
+        return ds
+    info(f"{ds.name}: evaluating the model's own {split or 'validation'} split (its ratios and seed); "
+         "--split all scores every photo")
+    return assign_splits(ds, split_cfg.get("val_ratio", 0.15), split_cfg.get("test_ratio", 0.0),
+                         split_cfg.get("seed", 0))
+
+
 def pick_split(ds: Dataset, split: str | None) -> tuple[str, list]:
     if split == "all" or (split is None and not ds.has_splits):
         return "all", ds.records
@@ -88,6 +104,7 @@ def evaluate(model: str | Path | Classifier, data: str | Path, out: str | Path |
                             "without a validation split, or an exported ONNX file); retrain it")
     opts = data_options or DataOptions()
     ds = load_dataset(data, opts, **data_overrides)
+    ds = _own_split(ds, clf, split, data)
     split, recs = pick_split(ds, split)
     mapping = match_labels(sorted({r.label for r in recs}), clf.classes)
     index = {c: i for i, c in enumerate(clf.classes)}
