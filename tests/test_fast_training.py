@@ -76,6 +76,11 @@ def test_fast_path_trains_and_matches_the_plain_path(tiny, tmp_path, monkeypatch
     assert json.loads((fast.out / "config.json").read_text())["fit"]["freeze_bn"] is True
     clf = wardrobe.Classifier.load(fast.out)  # a fine-tuned model carries its unknown detector and thresholds
     assert clf.unknown is not None and clf.bank.shape[0] == fast.metrics["counts"]["train"] and clf.meta["selection"]
+    from wardrobe.inference.explain import Explainer  # a fine-tuned network explains like a probe
+
+    photo = next(tiny.rglob("*.jpg"))
+    heat = Explainer.load(fast.out).explain(photo)["heatmap"]
+    assert heat.shape == (64, 64) and heat.max() > 0
 
 
 def test_frozen_batch_norm_keeps_its_statistics(tiny, tmp_path):

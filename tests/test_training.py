@@ -54,7 +54,8 @@ def test_every_mode_and_registry_model_trains_and_predicts(tiny, tmp_path, mode,
     assert len(rows) == 1 and float(rows[0]["train_images_per_s"]) > 0
     # the model file serves evaluate and predict like a probe's
     m = wardrobe.evaluate(res.out, tiny, show_progress=False)
-    assert m["n_images"] == 18 and 0 <= m["accuracy"] <= 1
+    assert m["n_images"] == 7 and m["split"] == "validation" and 0 <= m["accuracy"] <= 1  # its own held-out photos
+    assert wardrobe.evaluate(res.out, tiny, show_progress=False, split="all")["n_images"] == 18
     assert wardrobe.Classifier.load(res.out).predict([tiny / "circle" / "circle_000.jpg"])[0]["label"] in \
         ("circle", "square", "triangle")
 

@@ -66,7 +66,8 @@ def test_runtimes_agree(trained_run, shapes_dir, runtime):
 
 
 def test_evaluate_writes_metrics_and_confusion(trained_run, shapes_dir, tmp_path):
-    res = runner.invoke(app, ["evaluate", str(trained_run), str(shapes_dir), "--out", str(tmp_path / "ev")])
+    res = runner.invoke(app, ["evaluate", str(trained_run), str(shapes_dir), "--out", str(tmp_path / "ev"),
+                              "--split", "all"])
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     for key in ("accuracy", "f1_macro", "f1_weighted", "map_macro", "top3_accuracy", "n_images", "per_class"):
@@ -78,6 +79,8 @@ def test_evaluate_writes_metrics_and_confusion(trained_run, shapes_dir, tmp_path
     assert Image.open(tmp_path / "ev" / "confusion_matrix.png").size[0] > 500
     assert (tmp_path / "ev" / "confusion_matrix_normalized.csv").is_file()
     assert "macro avg" in res.output
+    own = runner.invoke(app, ["evaluate", str(trained_run), str(shapes_dir)])  # no --split: its validation photos
+    assert own.exit_code == 0 and "(validation, 9 photos)" in own.output
 
 
 def test_evaluate_matches_labels_ignoring_case(trained_run, tmp_path):

@@ -13,7 +13,8 @@ _API = {
     "Classifier": "wardrobe.inference", "DataOptions": "wardrobe.data", "bench": "wardrobe.evaluation",
     "compare": "wardrobe.evaluation", "cross_validate": "wardrobe.evaluation", "evaluate": "wardrobe.evaluation",
     "label_photos": "wardrobe.inference.batch", "load_dataset": "wardrobe.data", "predict": "wardrobe.inference",
-    "train": "wardrobe.training",
+    "train": "wardrobe.training", "label_catalogue": "wardrobe.inference.labelling",
+    "Explainer": "wardrobe.inference.explain", "create_review_app": "wardrobe.inference.review",
 }
 __all__ = ["WardrobeError", "__version__", *_API]
 

@@ -69,6 +69,8 @@ def _own_split(ds: Dataset, clf: Classifier, split: str | None, data) -> Dataset
     split_cfg = (cfg.get("dataset") or {}).get("split")
     if not isinstance(split_cfg, dict) or str(cfg.get("data")) != str(data):
         return ds
+    if not split_cfg.get("val_ratio") and not split_cfg.get("test_ratio"):
+        return ds  # it trained on every photo (--val-ratio 0): nothing was held out
     info(f"{ds.name}: evaluating the model's own {split or 'validation'} split (its ratios and seed); "
          "--split all scores every photo")
     return assign_splits(ds, split_cfg.get("val_ratio", 0.15), split_cfg.get("test_ratio", 0.0),
@@ -144,31 +146,42 @@ def evaluate(model: str | Path | Classifier, data: str | Path, out: str | Path |
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(result, indent=2))
-        cm = np.array(metrics["confusion_matrix"])
-        write_confusion_csv(cm, clf.classes, out / "confusion_matrix.csv")
-        norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-        np.savetxt(out / "confusion_matrix_normalized.csv", norm, delimiter=",", fmt="%.4f",
-                   header=",".join(clf.classes), comments="")
-        plot_confusion(cm, clf.classes, out / "confusion_matrix.png", title=f"{ds.name} ({split})")
-        plot_reliability(probs_before, y, out / "reliability.png", title=f"{ds.name} ({split})",
-                         after=probs if calibrate else None)
-        plot_coverage_precision(probs, y, out / "coverage_precision.png", trusted, title=f"{ds.name} ({split})")
-        written = "confusion_matrix.csv/.png, reliability.png, coverage_precision.png"
+        written = _write_figures(out, clf, ds, split, metrics, y, probs, probs_before if calibrate else None,
+                                 trusted)
         if report:
-            counts = {}
-            for r in ds.records:
-                if r.label in mapping:
-                    counts[mapping[r.label]] = counts.get(mapping[r.label], 0) + 1
-            run_dir = None if isinstance(model, Classifier) else resolve_model_path(model).parent
-            write_report(out / "report.html", f"{Path(str(model)).name} on {ds.name} ({split})", metrics, y, probs,
-                         [r.path for r in ok_recs], class_counts=dict(sorted(counts.items())), run_dir=run_dir,
-                         robustness=rob, calibration=calibration, reliability_png=out / "reliability.png",
-                         extra=[("trusted-labels", "Trusted labels: coverage and precision",
-                                 trusted_html(trusted, out / "coverage_precision.png", img_tag, table))],
-                         explain=_explainer(model))
+            _write_report(out, model, ds, split, mapping, metrics, y, probs, ok_recs, rob, calibration, trusted)
             written += ", report.html"
         info(f"wrote {out / 'metrics.json'}, {written}")
     return result
+
+
+def _write_figures(out: Path, clf, ds, split, metrics, y, probs, before, trusted) -> str:
+    cm = np.array(metrics["confusion_matrix"])
+    write_confusion_csv(cm, clf.classes, out / "confusion_matrix.csv")
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    np.savetxt(out / "confusion_matrix_normalized.csv", norm, delimiter=",", fmt="%.4f",
+               header=",".join(clf.classes), comments="")
+    title = f"{ds.name} ({split})"
+    plot_confusion(cm, clf.classes, out / "confusion_matrix.png", title=title)
+    # the reliability diagram shows the photos before and, when calibrated, after the new temperature
+    plot_reliability(before if before is not None else probs, y, out / "reliability.png", title=title,
+                     after=probs if before is not None else None)
+    plot_coverage_precision(probs, y, out / "coverage_precision.png", trusted, title=title)
+    return "confusion_matrix.csv/.png, reliability.png, coverage_precision.png"
+
+
+def _write_report(out: Path, model, ds, split, mapping, metrics, y, probs, ok_recs, rob, calibration, trusted):
+    counts: dict[str, int] = {}
+    for r in ds.records:
+        if r.label in mapping:
+            counts[mapping[r.label]] = counts.get(mapping[r.label], 0) + 1
+    run_dir = None if isinstance(model, Classifier) else resolve_model_path(model).parent
+    write_report(out / "report.html", f"{Path(str(model)).name} on {ds.name} ({split})", metrics, y, probs,
+                 [r.path for r in ok_recs], class_counts=dict(sorted(counts.items())), run_dir=run_dir,
+                 robustness=rob, calibration=calibration, reliability_png=out / "reliability.png",
+                 extra=[("trusted-labels", "Trusted labels: coverage and precision",
+                         trusted_html(trusted, out / "coverage_precision.png", img_tag, table))],
+                 explain=_explainer(model))
 
 
 def _explainer(model):

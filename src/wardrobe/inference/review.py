@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from wardrobe.data.corrections import ACTIONS, CorrectionLog, Decision
 from wardrobe.data.images import ImageError, load_image
 from wardrobe.errors import WardrobeError
+from wardrobe.ui import info
 
 STATIC = Path(__file__).parent / "static"
 THUMB = 320
@@ -148,8 +149,6 @@ def create_review_app(folder: str | Path, explain=None) -> FastAPI:
 
 def review(folder: str | Path, host: str = "127.0.0.1", port: int = 8001, model: str | Path | None = None) -> None:
     import uvicorn  # optional at import: uvicorn, only when serving
-
-    from wardrobe.ui import info
 
     explain = None
     if model is not None:
