@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 from conftest import shape_image
 from fastapi.testclient import TestClient
+from test_serve import CHROMIUM, _browser_skip_reason
 
 from wardrobe.data.corrections import COLUMNS, CorrectionLog, Decision, human_labels, read_decisions
 from wardrobe.errors import WardrobeError
 from wardrobe.inference.review import create_review_app
 
-CHROMIUM = "/usr/bin/chromium"
 CLASSES = ["circle", "square", "triangle"]
 
 
@@ -135,17 +135,7 @@ def _start(folder: Path, port: int) -> subprocess.Popen:
     raise RuntimeError("wardrobe review did not start")
 
 
-def _skip_reason() -> str | None:
-    if not Path(CHROMIUM).is_file():
-        return f"{CHROMIUM} not installed (.ci/run installs Debian's chromium with apt when it can)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "playwright is not installed"
-    return None
-
-
-@pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
+@pytest.mark.skipif(_browser_skip_reason() is not None, reason=str(_browser_skip_reason()))
 def test_keyboard_review_survives_a_killed_server(tmp_path):
     from playwright.sync_api import sync_playwright
 

@@ -48,6 +48,8 @@ BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Photos per 
 
 Workers = Annotated[Optional[int], typer.Option("--workers", min=0, help="Decoding processes (default: CPU count, at most 4).")]
 
+Host = Annotated[str, typer.Option("--host", help="Address to bind; 0.0.0.0 exposes it to the network.")]
+Port = Annotated[int, typer.Option("--port", min=1, max=65535)]
 Tta = Annotated[bool, typer.Option("--tta", help="Test-time augmentation: average each photo with its mirror image.")]
 
 def data_options(image_col, label_col, split_col, images_dir, extension, label_regex, label_map, include,

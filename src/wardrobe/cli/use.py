@@ -116,8 +116,8 @@ def label(
 @app.command()
 def review(
     folder: Annotated[Path, typer.Argument(help="Folder with review.csv (from wardrobe label or data audit --queue).")],
-    host: Annotated[str, typer.Option("--host", help="Address to bind; 0.0.0.0 lets colleagues review too.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8001,
+    host: opt.Host = "127.0.0.1",
+    port: opt.Port = 8001,
     model: Annotated[Optional[Path], typer.Option("--model", "-m", help="The model (run folder or model file): the page then shows Grad-CAM explanations (key e).")] = None,
 ):
     """Review the queue by keyboard in a browser: accept, another label, unknown, skip, undo. Every
@@ -165,8 +165,8 @@ def export(
 @app.command()
 def serve(
     model: Annotated[Path, typer.Argument(help="Run folder, model file or exported .onnx file.")],
-    host: Annotated[str, typer.Option("--host", help="Address to bind; 0.0.0.0 exposes the service to the network.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    host: opt.Host = "127.0.0.1",
+    port: opt.Port = 8000,
     runtime: opt.Runtime = "auto",
     workers: Annotated[int, typer.Option("--workers", min=1, help="Inference threads (requests beyond wait, up to --max-requests in flight).")] = 2,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.001, help="Largest request body (413 beyond).")] = 20.0,
