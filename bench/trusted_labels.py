@@ -1,5 +1,5 @@
 """Trusted labels measured on photos the thresholds were not fitted on: the validation photos are
-cut into 5 folds; thresholds are fitted on 4 (wardrobe's rules, plain and conservative,
+cut into 5 folds; a temperature and the thresholds are fitted on 4 (wardrobe's rules, plain and conservative,
 wardrobe.selection.fit_thresholds)
 and the accepted photos of the 5th are scored; repeated with 20 shuffles. Reports the accepted
 photos' precision and the coverage (share auto-labelled) per target precision, pooled over folds.
@@ -22,18 +22,22 @@ from sklearn.model_selection import StratifiedKFold
 from wardrobe.data import load_dataset
 from wardrobe.evaluation.speed import cpu_model
 from wardrobe.inference.classifier import Classifier
+from wardrobe.metrics import fit_temperature, softmax
 from wardrobe.selection import accept, fit_thresholds
 
 
 def cross_fitted(probs: np.ndarray, y: np.ndarray, classes: list[str], target: float, repeats: int = 20,
                  conservative: bool = False) -> dict:
     right = probs.argmax(1) == y
+    logp = np.log(np.clip(probs, 1e-12, None))
     accepted = correct = total = 0
     for seed in range(repeats):
         for fit, held in StratifiedKFold(5, shuffle=True, random_state=seed).split(probs, y):
-            sel = fit_thresholds(probs[fit], y[fit], classes, targets=(target,))
+            # as a run does: a temperature, then the thresholds, both fitted on the fitting photos only
+            p = softmax(logp, fit_temperature(logp[fit], y[fit]))
+            sel = fit_thresholds(p[fit], y[fit], classes, targets=(target,))
             rule = "conservative" if conservative else "targets"
-            ok = accept(probs[held], classes, sel[rule][f"{target:g}"]["per_class"])
+            ok = accept(p[held], classes, sel[rule][f"{target:g}"]["per_class"])
             accepted += int(ok.sum())
             correct += int(right[held][ok].sum())
             total += len(held)

@@ -76,6 +76,9 @@ def test_fast_path_trains_and_matches_the_plain_path(tiny, tmp_path, monkeypatch
     assert json.loads((fast.out / "config.json").read_text())["fit"]["freeze_bn"] is True
     clf = wardrobe.Classifier.load(fast.out)  # a fine-tuned model carries its unknown detector and thresholds
     assert clf.unknown is not None and clf.bank.shape[0] == fast.metrics["counts"]["train"] and clf.meta["selection"]
+    cal = json.loads((fast.out / "metrics.json").read_text())["calibration"]
+    assert cal["nll_after"] <= cal["nll_before"] + 1e-9 and clf.temperature == pytest.approx(cal["temperature"])
+    assert clf.meta["selection"]["temperature"] == pytest.approx(cal["temperature"])
     from wardrobe.inference.explain import Explainer  # a fine-tuned network explains like a probe
 
     photo = next(tiny.rglob("*.jpg"))

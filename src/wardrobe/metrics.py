@@ -11,6 +11,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from wardrobe.errors import WardrobeError
+
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Class probabilities from logits (rows) divided by ``temperature``: the one softmax of the
@@ -66,3 +68,22 @@ SUMMARY_KEYS = ("accuracy", "f1_macro", "f1_weighted", "map_macro", "top3_accura
 
 def summary(metrics: dict) -> dict:
     return {k: metrics[k] for k in SUMMARY_KEYS if k in metrics}
+
+
+def nll(logits: np.ndarray, y_true: np.ndarray, temperature: float = 1.0) -> float:
+    p = softmax(logits, temperature)
+    return float(-np.log(np.clip(p[np.arange(len(y_true)), y_true], 1e-300, None)).mean())
+
+
+def fit_temperature(logits: np.ndarray, y_true: np.ndarray) -> float:
+    """The temperature T > 0 minimising the negative log-likelihood of softmax(logits / T)."""
+    from scipy.optimize import minimize_scalar  # heavy: scipy, only when fitting a temperature
+
+    logits = np.asarray(logits, dtype=np.float64)
+    y_true = np.asarray(y_true, dtype=int)
+    if len(y_true) == 0:
+        raise WardrobeError("cannot fit a temperature on no photos")
+    # Searching log T keeps T positive and treats halving and doubling alike.
+    res = minimize_scalar(lambda t: nll(logits, y_true, float(np.exp(t))), bounds=(np.log(0.05), np.log(20.0)),
+                          method="bounded", options={"xatol": 1e-4})
+    return float(np.exp(res.x))

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wardrobe.errors import WardrobeError
-from wardrobe.metrics import softmax
+from wardrobe.metrics import fit_temperature, nll, softmax  # noqa: F401 - fit_temperature, nll: re-exported
 from wardrobe.models.modelfile import update_meta
 from wardrobe.plotting import pyplot, save
 
@@ -40,25 +39,6 @@ def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int 
     if n == 0:
         raise ValueError("no predictions")
     return float(sum(b["count"] / n * abs(b["accuracy"] - b["confidence"]) for b in table if b["count"]))
-
-
-def nll(logits: np.ndarray, y_true: np.ndarray, temperature: float = 1.0) -> float:
-    p = softmax(logits, temperature)
-    return float(-np.log(np.clip(p[np.arange(len(y_true)), y_true], 1e-300, None)).mean())
-
-
-def fit_temperature(logits: np.ndarray, y_true: np.ndarray) -> float:
-    """The temperature T > 0 minimising the negative log-likelihood of softmax(logits / T)."""
-    from scipy.optimize import minimize_scalar  # heavy: scipy, only when fitting a temperature
-
-    logits = np.asarray(logits, dtype=np.float64)
-    y_true = np.asarray(y_true, dtype=int)
-    if len(y_true) == 0:
-        raise WardrobeError("cannot fit a temperature on no photos")
-    # Searching log T keeps T positive and treats halving and doubling alike.
-    res = minimize_scalar(lambda t: nll(logits, y_true, float(np.exp(t))), bounds=(np.log(0.05), np.log(20.0)),
-                          method="bounded", options={"xatol": 1e-4})
-    return float(np.exp(res.x))
 
 
 def calibration_summary(probs: np.ndarray, y_true: np.ndarray, bins: int = ECE_BINS) -> dict:
