@@ -8,6 +8,7 @@ Mahalanobis scores (README, "Unknown photos")."""
 from __future__ import annotations
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 BANK_LIMIT = 4096  # training embeddings kept in the model file (a random subset above this)
 DEFAULT_K = 1
@@ -32,9 +33,13 @@ def knn_scores(bank: np.ndarray, embeddings: np.ndarray, k: int = DEFAULT_K, chu
     q = normalise(embeddings)
     k = max(1, min(k, len(bank32)))
     out = np.empty(len(q), dtype=np.float32)
-    for s in range(0, len(q), chunk):
-        sims = q[s:s + chunk] @ bank32.T
-        out[s:s + chunk] = 1.0 - np.partition(sims, -k, axis=1)[:, -k]
+    # One BLAS thread: a batch's search takes milliseconds, and OpenBLAS's worker threads would
+    # keep spinning afterwards on the 2 cores ONNX Runtime needs next (label ran at 0.86 of
+    # predict's speed with them, bench/label_speed.py).
+    with threadpool_limits(limits=1, user_api="blas"):
+        for s in range(0, len(q), chunk):
+            sims = q[s:s + chunk] @ bank32.T
+            out[s:s + chunk] = 1.0 - np.partition(sims, -k, axis=1)[:, -k]
     return out
 
 

@@ -177,19 +177,20 @@ def label_photos(model, inputs: list[str | Path], output: str | Path | None = No
     return summary
 
 
-def iter_rows(clf, paths: list[str], top_k: int, batch_size: int = 32,
-              workers: int | None = None) -> Iterator[list[dict]]:
-    """Rows of each batch, in input order, as the DataLoader workers deliver decoded photos."""
+def iter_rows(clf, paths: list[str], top_k: int, batch_size: int = 32, workers: int | None = None,
+              unknown: bool = False) -> Iterator[list[dict]]:
+    """Rows of each batch, in input order, as the DataLoader workers deliver decoded photos;
+    ``unknown`` adds each photo's unknown score and verdict (for models that have the detector)."""
 
     for idx, pixels, bad in iter_pixel_batches(paths, clf.preprocess, batch_size, workers):
         rows: dict[int, dict] = {}
         if len(idx):
-            probs, scores = clf.scores_from_pixels(pixels)
-            unknown = clf.is_unknown(scores)
+            probs, scores = clf.scores_from_pixels(pixels, unknown=unknown)
+            verdicts = clf.is_unknown(scores)
             for j, i in enumerate(idx.tolist()):
                 rows[i] = make_row(paths[i], probs[j], clf.classes, top_k, None)
                 if scores is not None:
-                    rows[i]["unknown_score"], rows[i]["unknown"] = float(scores[j]), bool(unknown[j])
+                    rows[i]["unknown_score"], rows[i]["unknown"] = float(scores[j]), bool(verdicts[j])
         for i, reason in bad:
             rows[i] = make_row(paths[i], None, clf.classes, top_k, reason)
         yield [rows[i] for i in sorted(rows)]

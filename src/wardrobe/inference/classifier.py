@@ -76,13 +76,14 @@ class Classifier:
         return self._runner
 
     def probs_from_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        return self.scores_from_pixels(pixels)[0]
+        return self.scores_from_pixels(pixels, unknown=False)[0]
 
     def is_unknown(self, scores: np.ndarray | None) -> np.ndarray | None:
         return None if scores is None or self.unknown is None else scores > self.unknown["threshold"]
 
-    def scores_from_pixels(self, pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        """(probabilities, unknown scores or None when the model has no unknown detector)."""
+    def scores_from_pixels(self, pixels: torch.Tensor, unknown: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities, unknown scores or None when the model has no unknown detector or
+        ``unknown`` is False: the nearest-neighbour search is skipped where nobody reads it)."""
         # NumPy around the runner, not torch: a torch op wakes torch's OpenMP pool, whose threads
         # keep spinning for a while afterwards and take the 2 cores ONNX Runtime is about to use
         # (single-photo latency 17 ms -> 9 ms here, bench/serve_bench.py).
@@ -96,27 +97,27 @@ class Classifier:
         if self.tta:
             probs = 0.5 * (probs[:n] + probs[n:])
             emb = None if emb is None else 0.5 * (emb[:n] + emb[n:])
-        scores = None if emb is None else knn_scores(self.bank, emb, int(self.unknown.get("k", 1)))
+        scores = None if emb is None or not unknown else knn_scores(self.bank, emb, int(self.unknown.get("k", 1)))
         return probs.astype(np.float32), scores
 
     def predict_proba(self, paths: Sequence[str | Path], batch_size: int = 32, workers: int | None = None,
                       show_progress: bool = True, description: str = "predict") -> tuple[np.ndarray, dict[int, str]]:
         """Probabilities [N, classes] (NaN rows where a file failed) and {index: reason}."""
-        probs, _, errors = self.predict_scores(paths, batch_size, workers, show_progress, description)
+        probs, _, errors = self.predict_scores(paths, batch_size, workers, show_progress, description, unknown=False)
         return probs, errors
 
     def predict_scores(self, paths: Sequence[str | Path], batch_size: int = 32, workers: int | None = None,
-                       show_progress: bool = True, description: str = "predict"):
+                       show_progress: bool = True, description: str = "predict", unknown: bool = True):
         """(probabilities, unknown scores or None, {index: reason}); NaN rows where a file failed."""
         out = np.full((len(paths), len(self.classes)), np.nan, dtype=np.float32)
-        scores = np.full(len(paths), np.nan, dtype=np.float32) if self.bank is not None else None
+        scores = np.full(len(paths), np.nan, dtype=np.float32) if self.bank is not None and unknown else None
         errors: dict[int, str] = {}
         with progress(show_progress and len(paths) > batch_size) as bar:
             task = bar.add_task(description, total=len(paths), rate="")
             for idx, pixels, bad in iter_pixel_batches(paths, self.preprocess, batch_size, workers):
                 errors.update(dict(bad))
                 if len(idx):
-                    probs, s = self.scores_from_pixels(pixels)
+                    probs, s = self.scores_from_pixels(pixels, unknown=scores is not None)
                     out[idx.numpy()] = probs
                     if scores is not None:
                         scores[idx.numpy()] = s

@@ -113,7 +113,7 @@ def label_catalogue(model, inputs: list[str | Path], out: str | Path, target_pre
     try:
         with progress(show_progress and len(todo) > batch_size) as bar:
             task = bar.add_task("label", total=len(todo), rate="")
-            for rows in iter_rows(clf, todo, 3, batch_size, workers):
+            for rows in iter_rows(clf, todo, 3, batch_size, workers, unknown=True):
                 for r in rows:
                     _route(r, limits, wa, wr, summary)
                 fa.flush()
