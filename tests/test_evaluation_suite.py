@@ -60,7 +60,8 @@ def _overconfident(n=3000, k=5, seed=0):
 
 
 def test_temperature_scaling_lowers_ece_of_an_overconfident_model():
-    from wardrobe.evaluation.calibration import expected_calibration_error, fit_temperature, nll, softmax
+    from wardrobe.evaluation.calibration import expected_calibration_error
+    from wardrobe.metrics import fit_temperature, nll, softmax
 
     logits, y = _overconfident()
     t = fit_temperature(logits, y)

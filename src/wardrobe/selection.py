@@ -57,6 +57,12 @@ def fit_thresholds(probs: np.ndarray, labels: np.ndarray, classes: list[str], ta
     return out
 
 
+def fitted_selection(probs: np.ndarray, labels: np.ndarray, classes: list[str], temperature: float) -> dict:
+    """What a model file stores: the thresholds fitted on validation photos whose ``probs`` were
+    computed at ``temperature`` (a model whose temperature changes must refit them)."""
+    return {**fit_thresholds(probs, labels, classes), "fitted_on": "validation", "temperature": temperature}
+
+
 def thresholds_for(selection: dict | None, target: float, conservative: bool = False) -> dict[str, float] | None:
     """The per-class thresholds stored for ``target``, or None when none were fitted for it."""
     if not selection:

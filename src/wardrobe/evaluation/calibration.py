@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-from wardrobe.metrics import fit_temperature, nll, softmax  # noqa: F401 - fit_temperature, nll: re-exported
 from wardrobe.models.modelfile import update_meta
 from wardrobe.plotting import pyplot, save
 

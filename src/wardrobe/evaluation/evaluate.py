@@ -15,8 +15,6 @@ from wardrobe.errors import WardrobeError
 from wardrobe.evaluation.calibration import (
     calibration_summary,
     expected_calibration_error,
-    fit_temperature,
-    nll,
     plot_reliability,
     reliability_bins,
     store_temperature,
@@ -28,9 +26,9 @@ from wardrobe.evaluation.trusted import plot_coverage_precision, trusted_html, t
 from wardrobe.inference.classifier import Classifier
 from wardrobe.inference.explain import Explainer
 from wardrobe.inference.predict import expand_paths
-from wardrobe.metrics import compute_metrics, softmax
+from wardrobe.metrics import compute_metrics, fit_temperature, nll, softmax
 from wardrobe.models.modelfile import resolve_model_path, update_meta
-from wardrobe.selection import fit_thresholds
+from wardrobe.selection import fitted_selection
 from wardrobe.ui import info, warn
 from wardrobe.unknown import unknown_rates
 
@@ -59,22 +57,32 @@ def match_labels(data_labels: list[str], classes: list[str]) -> dict[str, str]:
     return mapping
 
 
+def _training_split(clf: Classifier) -> dict | None:
+    """The split ratios and seed the model's training recorded, or None."""
+    split_cfg = ((clf.meta.get("train_config") or {}).get("dataset") or {}).get("split")
+    return split_cfg if isinstance(split_cfg, dict) else None
+
+
+def _resplit(ds: Dataset, split_cfg: dict) -> Dataset:
+    """DATA without a split column, split as the model's training split it (same ratios, same seed)."""
+    return assign_splits(ds, split_cfg.get("val_ratio", 0.15), split_cfg.get("test_ratio", 0.0),
+                         split_cfg.get("seed", 0))
+
+
 def _own_split(ds: Dataset, clf: Classifier, split: str | None, data) -> Dataset:
     """DATA without a split column, and the model was trained on the same DATA: redo the model's
-    stratified split (its ratios and seed), so a plain evaluate scores the photos it held out
-    instead of every photo, training photos included."""
-    if ds.has_splits or split == "all":
+    stratified split, so a plain evaluate scores the photos it held out instead of every photo,
+    training photos included."""
+    split_cfg = _training_split(clf)
+    if ds.has_splits or split == "all" or split_cfg is None:
         return ds
-    cfg = clf.meta.get("train_config") or {}
-    split_cfg = (cfg.get("dataset") or {}).get("split")
-    if not isinstance(split_cfg, dict) or str(cfg.get("data")) != str(data):
+    if str((clf.meta.get("train_config") or {}).get("data")) != str(data):
         return ds
     if not split_cfg.get("val_ratio") and not split_cfg.get("test_ratio"):
         return ds  # it trained on every photo (--val-ratio 0): nothing was held out
     info(f"{ds.name}: evaluating the model's own {split or 'validation'} split (its ratios and seed); "
          "--split all scores every photo")
-    return assign_splits(ds, split_cfg.get("val_ratio", 0.15), split_cfg.get("test_ratio", 0.0),
-                         split_cfg.get("seed", 0))
+    return _resplit(ds, split_cfg)
 
 
 def pick_split(ds: Dataset, split: str | None) -> tuple[str, list]:
@@ -111,7 +119,7 @@ def evaluate(model: str | Path | Classifier, data: str | Path, out: str | Path |
     mapping = match_labels(sorted({r.label for r in recs}), clf.classes)
     index = {c: i for i, c in enumerate(clf.classes)}
     probs, known_scores, errors = clf.predict_scores([r.path for r in recs], batch_size, workers, show_progress,
-                                                     "evaluate")
+                                                     "evaluate", unknown=unknown is not None)
     for i, reason in sorted(errors.items()):
         ds.skipped.add(recs[i].path, reason)
     if len(ds.skipped):
@@ -220,11 +228,9 @@ def _calibrate(clf, model, ds, split, probs, y, mapping, index, batch_size, work
         val_logits, val_y = as_logits(probs), y
     else:
         val = ds.split("validation")
-        split_cfg = ((clf.meta.get("train_config") or {}).get("dataset") or {}).get("split")
-        if not ds.has_splits and isinstance(split_cfg, dict):
-            # Data without a split column: redo the model's own stratified split (same ratios, same seed).
-            val = assign_splits(ds, split_cfg.get("val_ratio", 0.15), split_cfg.get("test_ratio", 0.0),
-                                split_cfg.get("seed", 0)).split("validation")
+        split_cfg = _training_split(clf)
+        if not ds.has_splits and split_cfg is not None:
+            val = _resplit(ds, split_cfg).split("validation")
         if not val:
             raise WardrobeError(f"{ds.name}: --calibrate needs a validation split to fit the temperature on")
         vp, verr = clf.predict_proba([r.path for r in val], batch_size, workers, show_progress, "calibrate")
@@ -238,8 +244,7 @@ def _calibrate(clf, model, ds, split, probs, y, mapping, index, batch_size, work
     fitted_on = {"data": ds.name, "split": "validation", "n_images": int(len(val_y)),
                  "nll_before": nll(val_logits, val_y), "nll_after": nll(val_logits, val_y, t_new)}
     # The trusted-label thresholds follow the temperature: refitted on the same validation photos.
-    selection = {**fit_thresholds(softmax(val_logits, t_new), val_y, clf.classes), "fitted_on": "validation",
-                 "temperature": t_new}
+    selection = fitted_selection(softmax(val_logits, t_new), val_y, clf.classes, t_new)
     clf.meta["selection"] = selection
     if isinstance(model, Classifier):
         warn("--calibrate on an in-memory model: the temperature is set on it but not saved to a file")

@@ -17,7 +17,7 @@ from wardrobe.files import is_secondary_process
 from wardrobe.metrics import fit_temperature, nll, softmax, summary
 from wardrobe.models.modelfile import MODEL_FILENAME, save_model
 from wardrobe.models.registry import DEFAULT_BACKBONE
-from wardrobe.selection import fit_thresholds
+from wardrobe.selection import fitted_selection
 from wardrobe.training.config import TRAIN_PRESETS, FitConfig, fit_config
 from wardrobe.training.finetune import fit_network
 from wardrobe.training.knobs import resolve_augment
@@ -168,8 +168,7 @@ def write_run(work: Path, ds: Dataset, run, config: dict, leakage: dict, seconds
         meta["temperature"] = t
         metrics["calibration"] = {"temperature": t, "fitted_on": "validation", "nll_before": nll(logp, y),
                                   "nll_after": nll(logp, y, t)}
-        meta["selection"] = {**fit_thresholds(softmax(logp, t), y, ds.classes), "fitted_on": "validation",
-                             "temperature": t}
+        meta["selection"] = fitted_selection(softmax(logp, t), y, ds.classes, t)
     extras = {}
     if run.embeddings is not None and len(run.embeddings[0]) and len(run.embeddings[1]):
         bank = make_bank(run.embeddings[0], seed=0)
