@@ -21,48 +21,49 @@ from wardrobe.data import load_dataset
 from wardrobe.evaluation.speed import cpu_model, synthetic_photos
 from wardrobe.models.heads import set_head
 from wardrobe.models.registry import create_backbone
-from wardrobe.models.stages import trainable_stages
 from wardrobe.training.config import BEST, fit_config
 from wardrobe.training.datamodule import PhotoDataModule
-from wardrobe.training.frozen import FrozenPrefix, cpu_bf16, forward_rest, frozen_prefix_length
+from wardrobe.training.frozen import FrozenPrefix, forward_rest, frozen_prefix_length
+from wardrobe.training.module import ClassifierModule
+
+
+def cpu_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
 
 
 def extensions() -> str:
-    flags = set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
     wanted = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16",
               "amx_int8", "avx_vnni"]
-    return " ".join(f for f in wanted if f in flags) or "none of " + " ".join(wanted)
+    return " ".join(f for f in wanted if f in cpu_flags()) or "none of " + " ".join(wanted)
+
+
+def native_bf16() -> bool:
+    """AVX-512 BF16 or AMX, and oneDNN's bf16 kernels for them: where bf16 autocast could pay."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check is None or check()) and bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def build(cfg):
+    """The network as `wardrobe train` freezes it: ClassifierModule's own stage freezing and
+    (with cfg.freeze_bn) batch-norm in inference mode."""
     backbone = create_backbone(cfg.model, pretrained=True)
     model = set_head(backbone.model, 10, "linear").train()
-    active = trainable_stages(model, cfg.trainable)
-    active_ids = {id(p) for m in active for p in m.parameters()}
-    from wardrobe.models.stages import stage_modules  # noqa: PLC0415 - heavy: bench only
-    for stage in stage_modules(model):
-        on = any(id(p) in active_ids for p in stage.parameters())
-        stage.requires_grad_(on)
-        if not on:
-            stage.eval()
+    module = ClassifierModule(model, 10, cfg)
+    module.on_train_epoch_start()  # epoch 0 past any head-only epochs: the run's frozen stages
     model = model.to(memory_format=torch.channels_last)
-    return backbone, model, frozen_prefix_length(model, active)
+    return backbone, model, frozen_prefix_length(model, module.final_trainable)
 
 
 def candidate(name: str, ds, cfg, batches: int, *, prefix: str = "torch", bf16: bool = False, train_size=None,
               threads: int | None = None, workers: int = 1, cached: bool = False, compile_rest: bool = False,
               bn_eval: bool = False) -> dict:
     torch.set_num_threads(threads or os.cpu_count() or 2)
-    cfg = dataclasses.replace(cfg, train_size=train_size, workers=workers)
+    # bn_eval: every batch-norm uses its ImageNet statistics; its scale and shift still train
+    cfg = dataclasses.replace(cfg, train_size=train_size, workers=workers, freeze_bn=bn_eval)
     backbone, model, k = build(cfg)
-    if bn_eval:  # every batch-norm uses its ImageNet statistics; its scale and shift still train
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.eval()
     pre = backbone.preprocess
     dm = PhotoDataModule(ds, cfg, pre, show_progress=False)
     dm.prepare_data()
@@ -152,7 +153,7 @@ def main() -> None:
         print("(synthetic photos: the benchmark data was not found)")
     cfg = fit_config(BEST)
     print(f"machine: {os.cpu_count()} cores, {cpu_model()}")
-    print(f"vector extensions: {extensions()}; native bf16 (autocast pays): {cpu_bf16()}")
+    print(f"vector extensions: {extensions()}; native bf16: {native_bf16()}")
     print(f"best preset: {cfg.model} {cfg.image_size or 'native'} px, trainable {cfg.trainable}, batch {cfg.batch_size}, "
           f"{args.batches} timed batches after 2 warm-up")
     only = [s.strip() for s in args.only.split(",") if s.strip()]

@@ -1,6 +1,6 @@
 """The fast path of fine-tuning on a CPU: the leading stages that stay frozen for the whole run are
 a fixed function, so they run in ONNX Runtime (no autograd, batch-norm folded, blocked layouts);
-the trainable rest runs in PyTorch, in bf16 autocast where the CPU multiplies bf16 natively.
+the trainable rest runs in PyTorch (fp32: bf16 autocast did not pay, docs/benchmarks.md).
 
 Measured with bench/train_speed.py (README design notes): the frozen stem and early block stages
 hold most of an EfficientNet-Lite forward pass at full resolution, and ONNX Runtime runs them
@@ -20,23 +20,6 @@ from torch import nn
 from wardrobe.models.runtime import export_onnx, onnxruntime_available
 from wardrobe.models.stages import stage_modules
 from wardrobe.ui import warn
-
-FAST_PATHS = ("auto", "off")
-
-
-def cpu_bf16() -> bool:
-    """True where the CPU has native bf16 dot products (AVX-512 BF16 or AMX): there autocast pays."""
-    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    try:
-        if check is not None and not check():
-            return False
-    except RuntimeError:
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def frozen_prefix_length(model: nn.Module, trainable: list[nn.Module]) -> int:
