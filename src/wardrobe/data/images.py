@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import warnings
@@ -205,3 +206,13 @@ def load_image(path: str | Path, min_side: int | None = None, limits: ImageLimit
         raise ImageError(path, decode_failure_reason(exc)) from None
     except (ValueError, SyntaxError, EOFError) as exc:
         raise ImageError(path, f"cannot decode image ({exc})") from None
+
+
+def thumbnail_jpeg(path: str | Path, side: int, quality: int = 80) -> bytes:
+    """A JPEG of the photo shrunk to fit ``side`` x ``side`` (decoded at about that size, not in
+    full); raises ImageError for a photo that cannot be read."""
+    img = load_image(path, min_side=side)
+    img.thumbnail((side, side))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import io
 import tempfile
 import time
 from collections.abc import Sequence
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wardrobe.data.images import ImageError, load_image
+from wardrobe.data.images import ImageError, thumbnail_jpeg
 from wardrobe.errors import WardrobeError
 from wardrobe.evaluation.plots import plot_confusion
 from wardrobe.plotting import pyplot, save
@@ -102,16 +101,11 @@ def curves_html(run_dir: Path | None) -> str | None:
     return img_tag(_fig_png(fig), "training curves")
 
 
-def thumbnail_jpeg(path: str | Path, side: int = 150) -> bytes | None:
-
+def _thumbnail(path: str | Path, side: int = 150) -> bytes | None:
     try:
-        img = load_image(path, min_side=side)
+        return thumbnail_jpeg(path, side)
     except ImageError:
         return None
-    img.thumbnail((side, side))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=80)
-    return buf.getvalue()
 
 
 def confidently_wrong(y_true: np.ndarray, probs: np.ndarray, limit: int = 24) -> list[int]:
@@ -131,7 +125,7 @@ def gallery_html(paths: Sequence, y_true: np.ndarray, probs: np.ndarray, classes
     cards = []
     for i in idx:
         p = int(probs[i].argmax())
-        thumb = thumbnail_jpeg(paths[i])
+        thumb = _thumbnail(paths[i])
         pic = img_tag(thumb, Path(paths[i]).name, "image/jpeg", cls="thumb") if thumb else "<p>(unreadable)</p>"
         if explain is not None and thumb:
             try:

@@ -8,7 +8,6 @@ request."""
 from __future__ import annotations
 
 import csv
-import io
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -18,7 +17,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 from wardrobe.data.corrections import ACTIONS, CorrectionLog, Decision
-from wardrobe.data.images import ImageError, load_image
+from wardrobe.data.images import ImageError, thumbnail_jpeg
 from wardrobe.errors import WardrobeError
 from wardrobe.ui import info
 
@@ -105,13 +104,9 @@ class ReviewQueue:
 @lru_cache(maxsize=512)
 def _thumb(path: str) -> bytes:
     try:
-        img = load_image(path)
+        return thumbnail_jpeg(path, THUMB, quality=85)
     except (ImageError, OSError) as exc:
         raise HTTPException(422, f"{Path(path).name}: {exc}") from None
-    img.thumbnail((THUMB, THUMB))
-    buf = io.BytesIO()
-    img.convert("RGB").save(buf, "JPEG", quality=85)
-    return buf.getvalue()
 
 
 def create_review_app(folder: str | Path, explain=None) -> FastAPI:
