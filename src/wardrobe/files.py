@@ -23,3 +23,27 @@ def check_output_file(path: Path, fmt: str, overwrite: bool = False, resume: boo
     if path.is_file() and path.stat().st_size > 0 and not (overwrite or resume) and not is_secondary_process():
         raise WardrobeError(f"--output {path}: already exists; pass --resume to add the photos missing from it, "
                             "or --overwrite to replace it")
+
+
+def drop_partial_last_line(path: Path) -> None:
+    """An interruption mid-write leaves a last line without its newline: cut it off, so what it
+    held is written again rather than kept half-written (result rows, review decisions)."""
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with path.open("rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        # walk back to the previous newline in chunks (lines are short)
+        pos, chunk = size, 4096
+        while pos > 0:
+            start = max(0, pos - chunk)
+            f.seek(start)
+            data = f.read(pos - start)
+            nl = data.rfind(b"\n")
+            if nl >= 0:
+                f.truncate(start + nl + 1)
+                return
+            pos = start
+        f.truncate(0)

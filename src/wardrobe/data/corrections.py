@@ -20,6 +20,7 @@ from pathlib import Path
 
 from wardrobe.data.sources import Dataset, Record
 from wardrobe.errors import WardrobeError
+from wardrobe.files import drop_partial_last_line
 from wardrobe.ui import info
 
 COLUMNS = ["id", "time", "reviewer", "path", "action", "label", "model_label", "undoes"]
@@ -116,13 +117,7 @@ class CorrectionLog:
         if not self.path.is_file() or self.path.stat().st_size == 0:
             self._append([COLUMNS])
         else:
-            self._trim_partial_line()
-
-    def _trim_partial_line(self) -> None:
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            with self.path.open("rb+") as f:
-                f.truncate(data.rfind(b"\n") + 1)
+            drop_partial_last_line(self.path)
 
     def _append(self, rows: list[list[str]]) -> None:
         buf = io.StringIO()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import heapq
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from typing import IO
 
 from wardrobe.data.loader import iter_pixel_batches
 from wardrobe.errors import WardrobeError
-from wardrobe.files import check_output_file
+from wardrobe.files import check_output_file, drop_partial_last_line
 from wardrobe.inference.classifier import Classifier
 from wardrobe.inference.predict import expand_paths
 from wardrobe.inference.rows import FORMATS, RowWriter, csv_header, make_row
@@ -54,30 +53,6 @@ def guess_format(output: Path | None, fmt: str | None) -> str:
     if fmt not in FORMATS:
         raise WardrobeError(f"--format must be one of {', '.join(FORMATS)}, not '{fmt}'")
     return fmt
-
-
-def drop_partial_last_line(path: Path) -> None:
-    """An interruption mid-write leaves a last line without its newline: cut it off so the photo is
-    labelled again rather than kept half-written."""
-    size = path.stat().st_size
-    if size == 0:
-        return
-    with path.open("rb+") as f:
-        f.seek(-1, os.SEEK_END)
-        if f.read(1) == b"\n":
-            return
-        # walk back to the previous newline in chunks (lines are short)
-        pos, chunk = size, 4096
-        while pos > 0:
-            start = max(0, pos - chunk)
-            f.seek(start)
-            data = f.read(pos - start)
-            nl = data.rfind(b"\n")
-            if nl >= 0:
-                f.truncate(start + nl + 1)
-                return
-            pos = start
-        f.truncate(0)
 
 
 def done_paths(output: Path, fmt: str, top_k: int) -> set[str]:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wardrobe.errors import WardrobeError
-from wardrobe.inference.batch import drop_partial_last_line, iter_rows
+from wardrobe.files import drop_partial_last_line
+from wardrobe.inference.batch import iter_rows
 from wardrobe.inference.classifier import Classifier
 from wardrobe.inference.predict import expand_paths
 from wardrobe.selection import NEVER, thresholds_for
