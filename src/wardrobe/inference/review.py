@@ -73,8 +73,11 @@ class ReviewQueue:
             d = state.get(it["path"])
             items.append({**it, "decision": None if d is None else
                           {"id": d.id, "action": d.action, "label": d.label, "reviewer": d.reviewer}})
-        decided = sum(1 for it in items if it["decision"] and it["decision"]["action"] != "skip")
-        return {"classes": self.classes, "items": items, "decided": decided, "total": len(items)}
+        return {"classes": self.classes, "items": items, "decided": self._decided(state), "total": len(items)}
+
+    def _decided(self, state: dict) -> int:
+        """Queue photos with a standing decision (a skip is none)."""
+        return sum(1 for path, d in state.items() if d.action != "skip" and path in self.by_path)
 
     def decide(self, body: DecisionIn) -> dict:
         if body.action not in ACTIONS:
@@ -92,8 +95,9 @@ class ReviewQueue:
                 raise HTTPException(422, "this photo has no model label to accept")
             d = Decision(body.id, "", body.reviewer, it["path"], body.action, label, it["model_label"])
         written, why = self.log.add(d)
-        snap = self.snapshot()
-        return {"written": written, "reason": why, "decided": snap["decided"], "total": snap["total"]}
+        # the counts only: the whole queue with its decisions is what GET /api/queue is for
+        return {"written": written, "reason": why, "decided": self._decided(self.log.state()),
+                "total": len(self.items)}
 
     def thumbnail(self, index: int) -> bytes:
         if not 0 <= index < len(self.items):
