@@ -19,7 +19,7 @@ import json, sys
 out, t0, t1, t2 = sys.argv[1], *map(float, sys.argv[2:])
 m = json.load(open(f"{out}/run/metrics.json"))
 e = json.load(open(f"{out}/eval/metrics.json"))
-print(f"wardrobe train clothing-top10 (probe, Lite0), cold cache: {t1 - t0:.1f} s wall, "
+print(f"wardrobe train clothing-top10 (the default probe), cold cache: {t1 - t0:.1f} s wall, "
       f"validation accuracy {m['accuracy']:.4f}, macro-F1 {m['f1_macro']:.4f}")
 print(f"same command, warm cache: {t2 - t1:.1f} s wall")
 print(f"wardrobe evaluate on the validation split: accuracy {e['accuracy']:.4f}, macro-F1 {e['f1_macro']:.4f}, "

@@ -54,7 +54,7 @@ def test_predict_output_naming_a_folder_or_an_existing_file(trained_run, photo, 
 def test_a_class_list_that_does_not_match_the_weights(trained_run, photo, tmp_path):
     bad = _edited_model(trained_run, tmp_path / "extra-class.safetensors",
                         lambda m: m.update(classes=m["classes"] + ["hat"]))
-    _one_line_error(_cli("predict", str(bad), photo), "is (3, 1280), expected (4, 1280)", "4 classes")
+    _one_line_error(_cli("predict", str(bad), photo), "is (3, 1904), expected (4, 1904)", "4 classes")
     r = _cli("serve", str(bad), "--port", "1")
     _one_line_error(r, "do not match")
     assert "serving" not in r.stdout + r.stderr  # the model is checked before anything is announced

@@ -43,7 +43,7 @@ def test_explain_command_writes_overlays_and_refuses_what_it_should(trained_run,
     res = CliRunner().invoke(app, ["explain", str(trained_run), *map(str, photos), "--out", str(out)])
     assert res.exit_code == 0, res.output
     written = sorted(out.glob("*.gradcam.png"))
-    assert len(written) == 3 and Image.open(written[0]).size == (224, 224)
+    assert len(written) == 3 and Image.open(written[0]).size == (240, 240)
     again = CliRunner().invoke(app, ["explain", str(trained_run), str(photos[0]), "--out", str(out)])
     assert isinstance(again.exception, WardrobeError) and "--overwrite" in str(again.exception)
     onnx = tmp_path / "m.onnx"

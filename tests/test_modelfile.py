@@ -35,7 +35,7 @@ def test_round_trip_keeps_weights_and_description(tmp_path):
 def test_run_folder_is_accepted(trained_run):
     meta = read_meta(trained_run)
     assert meta["classes"] == ["circle", "square", "triangle"]
-    assert meta["backbone"] == "efficientnet_lite0" and meta["preprocess"]["input_size"] == 224
+    assert meta["backbone"] == "efficientnet_lite1" and meta["preprocess"]["input_size"] == 240 and meta["levels"] == 3
 
 
 def test_file_from_another_version_is_refused(tmp_path):

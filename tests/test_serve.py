@@ -97,7 +97,7 @@ def client(trained_run):
 
 def test_model_health_docs_and_openapi(client, trained_run):
     m = client.get("/v1/model").json()
-    assert m["classes"] == CLASSES and m["backbone"].endswith("efficientnet_lite0")
+    assert m["classes"] == CLASSES and m["backbone"].endswith("efficientnet_lite1")
     assert m["version"]["wardrobe"] == wardrobe.__version__ and m["runtime"] in ("onnx", "torch")
     assert m["metrics"]["validation"]["accuracy"] == 1.0
     assert client.get("/healthz").json()["status"] == "ok"

@@ -28,7 +28,7 @@ def test_train_writes_run_folder(trained_run):
     assert metrics["split"] == "validation" and metrics["n_images"] == 9
     assert metrics["accuracy"] == 1.0  # coloured shapes are trivially separable
     config = json.loads((trained_run / "config.json").read_text())
-    assert config["mode"] == "probe" and config["model"] == "efficientnet_lite0"
+    assert config["mode"] == "probe" and config["model"] == "efficientnet_lite1" and config["levels"] == 3
     assert config["head"]["C"] in config["head"]["C_grid"]
 
 

@@ -26,8 +26,9 @@ def _train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.")],
     preset: Annotated[Optional[str], typer.Option("--preset", help="fast: the probe; best: the strongest recipe for 30 min on 2 CPU cores.")] = None,
     mode: Annotated[Optional[str], typer.Option("--mode", help="probe (frozen backbone + logistic regression on cached embeddings, default), finetune or scratch.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Network ('wardrobe models' lists them); default efficientnet_lite0.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Network ('wardrobe models' lists them); default efficientnet_lite1 for the probe, efficientnet_lite0 for finetune.")] = None,
     weights: Annotated[Optional[Path], typer.Option("--weights", help="Pretrained weights for --model from a file (.safetensors, .pth/.pt/.bin) or a hub-style folder; never unpickles objects.")] = None,
+    levels: Annotated[Optional[int], typer.Option("--levels", min=0, max=16, help="Probe: the head also sees the pooled outputs of the last N block stages (default 3 on EfficientNets; 0: the final embedding only).")] = None,
     val_ratio: Annotated[float, typer.Option("--val-ratio", help="Validation share when DATA has no split column.")] = 0.15,
     test_ratio: Annotated[float, typer.Option("--test-ratio", help="Test share when DATA has no split column.")] = 0.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -65,7 +66,7 @@ def _train(
         fit_options["use_pixel_cache"] = False
     options = TrainOptions.build(mode=mode, model=model, weights=str(weights) if weights else None, preset=preset, data_options=opts, val_ratio=val_ratio,
                                  test_ratio=test_ratio, seed=seed, batch_size=batch_size, workers=workers,
-                                 runtime=runtime, use_cache=not no_cache, **fit_options)
+                                 runtime=runtime, use_cache=not no_cache, levels=levels, **fit_options)
     result = train_api(data, out, options, resume=resume, overwrite=overwrite)
     # empty on the non-zero ranks of a multi-process run; no table when nothing was held out (--val-ratio 0)
     if result.metrics and "per_class" in result.metrics:

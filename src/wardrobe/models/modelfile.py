@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from wardrobe.errors import WardrobeError
 from wardrobe.models.heads import head_linear, set_head
+from wardrobe.models.levels import use_levels
 from wardrobe.models.registry import build_network
 
 FORMAT = "wardrobe-model"
@@ -41,9 +42,9 @@ def package_versions() -> dict:
         "python": platform.python_version()}
 
 
-def build_classifier(arch: str, num_classes: int, head: str = "linear") -> torch.nn.Module:
-
-    return set_head(build_network(arch, 0), num_classes, head)
+def build_classifier(arch: str, num_classes: int, head: str = "linear", levels: int = 0) -> torch.nn.Module:
+    """``levels``: the head also sees the pooled outputs of the last N block stages (models/levels.py)."""
+    return set_head(use_levels(build_network(arch, 0), levels), num_classes, head)
 
 
 def save_model(path: str | Path, model: torch.nn.Module, meta: dict, extras: dict | None = None) -> Path:
@@ -133,7 +134,10 @@ def read_meta(path: str | Path) -> dict:
 def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
     path = resolve_model_path(path)
     meta = read_meta(path)
-    model = build_classifier(meta["arch"], len(meta["classes"]), meta.get("head", "linear"))
+    levels = meta.get("levels", 0)
+    if not isinstance(levels, int) or isinstance(levels, bool) or not 0 <= levels <= 16:
+        raise WardrobeError(f"{path}: damaged wardrobe model file (levels {levels!r} is not a small whole number)")
+    model = build_classifier(meta["arch"], len(meta["classes"]), meta.get("head", "linear"), levels)
     state = {k: v for k, v in load_file(str(path)).items() if not k.startswith(EXTRA_PREFIX)}
     check_weights(path, model, state, meta)
     model.load_state_dict(state)

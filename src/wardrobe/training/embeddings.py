@@ -19,6 +19,8 @@ from wardrobe.ui import info, progress
 def embedding_cache_key(backbone: Backbone, noise: float = 0.0, noise_seed: int = 0) -> dict:
     key = {"backbone": backbone.name, "arch": backbone.arch, "weights": backbone.weights,
            "preprocess": backbone.preprocess.to_dict(), "kind": "pooled-embedding-v2"}  # v2: two-step centre crop
+    if levels := getattr(backbone.model, "wardrobe_levels", 0):
+        key |= {"levels": levels}
     if noise:
         key |= {"noise": float(noise), "noise_seed": int(noise_seed)}
     return key

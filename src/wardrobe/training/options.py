@@ -38,6 +38,7 @@ class ProbeOptions:
     head: str | None = None  # None: sqrt_linear
     cs: tuple[float, ...] | None = None  # None: the built-in grid
     use_cache: bool | None = None  # None: True
+    levels: int | None = None  # None: the last 3 block stages where the network supports it, else 0
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,11 @@ from wardrobe.errors import WardrobeError
 from wardrobe.files import is_secondary_process
 from wardrobe.metrics import fit_temperature, nll, softmax, summary
 from wardrobe.models.modelfile import MODEL_FILENAME, save_model
-from wardrobe.models.registry import DEFAULT_BACKBONE
 from wardrobe.selection import fitted_selection
 from wardrobe.training.config import TRAIN_PRESETS, FitConfig, fit_config
-from wardrobe.training.finetune import fit_network
 from wardrobe.training.knobs import resolve_augment
 from wardrobe.training.options import TrainOptions
-from wardrobe.training.probe import DEFAULT_CS, DEFAULT_HEAD, train_probe
+from wardrobe.training.probe import DEFAULT_CS, DEFAULT_HEAD, PROBE_BACKBONE, train_probe
 from wardrobe.training.runfolder import RunFolder, check_out
 from wardrobe.ui import info, warn
 from wardrobe.unknown import fit_unknown, make_bank
@@ -80,13 +78,17 @@ def train(data: str | Path, out: str | Path, options: TrainOptions | None = None
                 raise WardrobeError(f"options {', '.join(given)} apply to --mode finetune or scratch, not probe")
             config["batch_size"] = opts.batch_size or PROBE_BATCH
             pr = opts.probe
-            run = train_probe(ds, opts.model or DEFAULT_BACKBONE, config["batch_size"], opts.workers, runtime,
+            run = train_probe(ds, opts.model or PROBE_BACKBONE, config["batch_size"], opts.workers, runtime,
                               pr.cs or DEFAULT_CS, pr.head or DEFAULT_HEAD, _given(pr.use_cache, True),
-                              show_progress, probe_noise, seed, weights=opts.weights)
+                              show_progress, probe_noise, seed, weights=opts.weights, levels=pr.levels)
         else:
+            if opts.probe.levels is not None:
+                raise WardrobeError("--levels applies to the probe (the default mode), not --mode finetune or scratch")
             cfg = fit_config(fit, mode=mode, model=opts.model, weights=opts.weights, batch_size=opts.batch_size,
                              workers=opts.workers, seed=seed, **fit_overrides)  # None: the preset's (or FitConfig's) value
             config["batch_size"] = cfg.batch_size
+            from wardrobe.training.finetune import fit_network  # heavy: Lightning, which a probe run never needs
+
             run = fit_network(ds, work, cfg, resume=resume, show_progress=show_progress,
                               extra_callbacks=extra_callbacks)
         if run is None:  # a non-zero rank of a multi-process run: rank 0 writes the run folder
@@ -160,6 +162,8 @@ def write_run(work: Path, ds: Dataset, run, config: dict, leakage: dict, seconds
             "weights": run.backbone.weights, "mode": config["mode"], "classes": ds.classes,
             "preprocess": run.preprocess.to_dict(), "temperature": 1.0,
             "metrics": {"validation": summary(run.metrics)} if run.metrics else {}, "train_config": config}
+    if levels := getattr(run.model, "wardrobe_levels", 0):
+        meta["levels"] = levels  # the head sees the last stages' pooled outputs too (models/levels.py)
     if run.validation is not None and len(run.validation[1]):
         # Calibrated on the validation photos: a temperature (the fine-tuned recipes come out
         # underconfident: ECE 0.25 before), then the trusted-label thresholds at that temperature.
