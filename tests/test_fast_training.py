@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -162,3 +163,34 @@ def test_bool_flags_from_the_command_line(tiny, tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["fit"]["freeze_bn"] is True and cfg["fit"]["logit_adjust"] is True and cfg["fit"]["loss"] == "balanced"
     assert cfg["fit"]["augment"]["degrade"] == 0.5 and "tau" in cfg["logit_adjustment"]
+
+
+def test_head_init_probe_starts_the_head_from_the_logistic_regression(tiny, tmp_path):
+    import lightning as L  # heavy: Lightning, for the callback that reads the starting head
+
+    from wardrobe.models.heads import head_linear
+    from wardrobe.training.embeddings import extract_embeddings
+
+    seen = {}
+
+    class StartingHead(L.Callback):
+        def on_train_start(self, trainer, module):
+            head = head_linear(module.model)
+            seen["w"], seen["b"] = head.weight.detach().clone(), head.bias.detach().clone()
+
+    res = wardrobe.train(tiny, tmp_path / "lpft", mode="finetune", model="efficientnet_lite0", epochs=1, image_size=64,
+                         batch_size=8, workers=0, val_ratio=0.34, show_progress=False, head_init="probe",
+                         extra_callbacks=[StartingHead()])
+    # The starting head already classifies the pretrained network's embeddings of the photos (the
+    # shapes are separable); a freshly initialised head would be at chance.
+    bb = create_backbone("efficientnet_lite0")
+    bb.preprocess = dataclasses.replace(bb.preprocess, input_size=64)
+    photos = sorted(tiny.rglob("*.jpg"))
+    x, _, _ = extract_embeddings(photos, bb, workers=0, show_progress=False)
+    y = np.array([sorted(p.parent.name for p in photos).index(p.parent.name) // 6 for p in photos])
+    starting = (torch.from_numpy(x) @ seen["w"].T + seen["b"]).argmax(1).numpy()
+    assert (starting == y).mean() >= 0.9
+    assert json.loads((res.out / "config.json").read_text())["fit"]["head_init"] == "probe"
+    with pytest.raises(wardrobe.WardrobeError, match="--head-init probe"):
+        wardrobe.train(tiny, tmp_path / "scratch", mode="scratch", model="simple_cnn", head_init="probe",
+                       show_progress=False)

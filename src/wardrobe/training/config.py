@@ -11,6 +11,7 @@ LOSSES = ("ce", "weighted_ce", "balanced", "focal")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("cosine", "onecycle", "plateau", "none")
 SAMPLERS = ("none", "balanced")
+HEAD_INITS = ("random", "probe")
 
 
 def fit_flag(default, help: str):
@@ -43,6 +44,8 @@ class FitConfig:
     balance: int | None = fit_flag(None, "Resample every class to N photos per epoch.")
     trainable: str = fit_flag("all", "all, head, or last:N backbone stages.")
     head_epochs: int = fit_flag(0, "Two-stage: train the head alone for N epochs first.")
+    head_init: str = fit_flag("random", "random, or probe: the head starts from a logistic regression on the "
+                                        "pretrained network's embeddings of the training photos (LP-FT).")
     backbone_lr_mult: float = fit_flag(1.0, "Backbone LR = head LR x this.")
     patience: int | None = fit_flag(None, "Early stopping: epochs without a better validation macro-F1.")
     augment: Augment = field(default_factory=lambda: resolve_augment("standard"))
@@ -63,7 +66,7 @@ class FitConfig:
 
     def validate(self) -> "FitConfig":
         checks = {"optimizer": OPTIMIZERS, "scheduler": SCHEDULERS, "sampler": SAMPLERS, "loss": LOSSES,
-                  "mode": ("finetune", "scratch")}
+                  "mode": ("finetune", "scratch"), "head_init": HEAD_INITS}
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
                 raise WardrobeError(f"--{name.replace('_', '-')} {getattr(self, name)}: use one of {', '.join(allowed)}")
@@ -78,6 +81,8 @@ class FitConfig:
             raise WardrobeError(f"--ema {self.ema}: the decay must be in (0, 1), e.g. 0.99")
         if self.train_size is not None and self.train_size < 16:
             raise WardrobeError(f"--train-size {self.train_size}: must be at least 16 pixels")
+        if self.head_init == "probe" and self.mode != "finetune":
+            raise WardrobeError("--head-init probe needs a pretrained network: use it with --mode finetune")
         if self.head_epochs >= self.epochs:
             raise WardrobeError(f"--head-epochs {self.head_epochs} must be fewer than --epochs {self.epochs}")
         return self

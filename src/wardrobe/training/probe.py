@@ -15,7 +15,7 @@ from wardrobe.errors import WardrobeError
 from wardrobe.metrics import compute_metrics, softmax
 from wardrobe.models.heads import head_linear, set_head, signed_sqrt_np
 from wardrobe.models.levels import supports_levels, use_levels
-from wardrobe.models.registry import create_backbone
+from wardrobe.models.registry import Backbone, create_backbone
 from wardrobe.training.embeddings import extract_embeddings
 from wardrobe.training.runfolder import RunResult
 from wardrobe.ui import info, warn
@@ -150,3 +150,24 @@ def train_probe(ds: Dataset, model: str, batch_size: int, workers: int | None, r
                      metrics, {"train": int(tr.sum()), "validation": int(va.sum())},
                      timings={"fit_seconds": round(fit_seconds, 2), "embeddings": stats},
                      validation=(val_probs, y[va]), embeddings=(feats[tr], feats[va]))
+
+
+def probe_init(backbone: Backbone, ds: Dataset, cfg, show_progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """LP-FT's first step: a linear head (weights, bias) for a fine-tuning run, fitted like the probe
+    on the pretrained network's cached embeddings of the training photos, C chosen on validation.
+    Raw embeddings, as the fine-tuned network's plain linear head sees them."""
+    recs = ds.split("train") + ds.split("validation")
+    n_train = len(ds.split("train"))
+    feats, errors, _ = extract_embeddings([r.path for r in recs], backbone, cfg.batch_size, cfg.workers,
+                                          "auto", use_cache=cfg.use_pixel_cache, show_progress=show_progress)
+    ok = np.array([i not in errors for i in range(len(recs))], dtype=bool)
+    y = np.array([ds.classes.index(r.label) for r in recs])
+    tr, va = ok & (np.arange(len(recs)) < n_train), ok & (np.arange(len(recs)) >= n_train)
+    # without a validation split there is nothing to choose C on: the grid's usual winner
+    w, b, search = fit_linear_probe(feats[tr], y[tr], feats[va], y[va], len(ds.classes),
+                                    cs=DEFAULT_CS if va.any() else (0.01,), seed=cfg.seed)
+    if va.any():
+        acc = next(h["val_accuracy"] for h in search["search"] if h["C"] == search["C"])
+        info(f"head initialised from a logistic regression on the frozen embeddings (C={search['C']}, "
+             f"validation accuracy {acc:.4f})")
+    return w, b
