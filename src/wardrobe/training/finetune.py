@@ -27,7 +27,7 @@ from wardrobe.training.config import FitConfig
 from wardrobe.training.datamodule import PhotoDataModule, loader
 from wardrobe.training.module import ClassifierModule
 from wardrobe.training.posthoc import fit_logit_adjustment
-from wardrobe.training.probe import probe_init
+from wardrobe.training.probe import attach_head, probe_init
 from wardrobe.training.runfolder import RunResult
 from wardrobe.ui import info
 
@@ -54,11 +54,8 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     # before the head exists: the network still returns its pooled embedding
     probe_head = probe_init(dataclasses.replace(backbone, preprocess=pre), ds, cfg, show_progress) \
         if cfg.head_init == "probe" and not resume else None
-    model = set_head(backbone.model, len(ds.classes), "linear").train()
-    if probe_head is not None:
-        with torch.no_grad():
-            head_linear(model).weight.copy_(torch.from_numpy(probe_head[0]))
-            head_linear(model).bias.copy_(torch.from_numpy(probe_head[1]))
+    model = (set_head(backbone.model, len(ds.classes), "linear") if probe_head is None
+             else attach_head(backbone.model, *probe_head, "linear")).train()
     if cfg.drop_rate and hasattr(model, "drop_rate"):
         model.drop_rate = cfg.drop_rate  # timm models apply it before the classifier
     data = PhotoDataModule(ds, cfg, pre, show_progress)

@@ -37,8 +37,9 @@ def head_features(x: np.ndarray, head: str) -> np.ndarray:
 def fit_linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
                      num_classes: int, cs=DEFAULT_CS, seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
     """Multinomial logistic regression on standardised embeddings; the inverse regularisation C is
-    the one with the best validation log-loss (the search stops at the first C that does worse). Standardisation is folded into the returned weights,
-    so the head is one plain linear layer on raw embeddings: logits = x @ W.T + b."""
+    the one with the best validation log-loss (the search stops at the first C that does worse).
+    Standardisation is folded into the returned weights, so the head is one plain linear layer on
+    raw embeddings: logits = x @ W.T + b."""
     mean = x_train.mean(0)
     std = x_train.std(0) + 1e-6
     xt = (x_train - mean) / std
@@ -98,6 +99,21 @@ def attach_head(model: torch.nn.Module, w: np.ndarray, b: np.ndarray, head: str)
     return model.eval()
 
 
+def _split_embeddings(ds: Dataset, backbone: Backbone, batch_size: int, workers: int | None, runtime: str,
+                      use_cache: bool, show_progress: bool):
+    """(records: train then validation, their embeddings, {index: reason} of unusable photos,
+    extraction stats, class indices, mask of the usable training rows, mask of the usable validation rows)."""
+    train_recs = ds.split("train")
+    recs = train_recs + ds.split("validation")
+    feats, errors, stats = extract_embeddings([r.path for r in recs], backbone, batch_size, workers, runtime,
+                                              use_cache=use_cache, show_progress=show_progress)
+    index = {c: i for i, c in enumerate(ds.classes)}
+    y = np.array([index[r.label] for r in recs])
+    ok = np.array([i not in errors for i in range(len(recs))], dtype=bool)
+    is_train = np.arange(len(recs)) < len(train_recs)
+    return recs, feats, errors, stats, y, ok & is_train, ok & ~is_train
+
+
 def train_probe(ds: Dataset, model: str, batch_size: int, workers: int | None, runtime: str, cs, head: str,
                 use_cache: bool, show_progress: bool, noise: float = 0.0, seed: int = 0,
                 weights: str | None = None, levels: int | None = None) -> RunResult:
@@ -110,26 +126,19 @@ def train_probe(ds: Dataset, model: str, batch_size: int, workers: int | None, r
     if levels is None:
         levels = DEFAULT_LEVELS if supports_levels(backbone.model) else 0
     use_levels(backbone.model, levels)
-    train_recs, val_recs = ds.split("train"), ds.split("validation")
-    recs = train_recs + val_recs
-    feats, errors, stats = extract_embeddings([r.path for r in recs], backbone, batch_size, workers, runtime,
-                                              use_cache=use_cache, show_progress=show_progress)
+    recs, feats, errors, stats, y, tr, va = _split_embeddings(ds, backbone, batch_size, workers, runtime, use_cache,
+                                                              show_progress)
     for i, reason in sorted(errors.items()):
         ds.skipped.add(recs[i].path, reason)  # raises under --strict
     if errors:
         warn(f"{len(errors)} photos could not be used: " + ds.skipped.summary())
-    index = {c: i for i, c in enumerate(ds.classes)}
-    ok = np.array([i not in errors for i in range(len(recs))], dtype=bool)
-    y = np.array([index[r.label] for r in recs])
-    n_tr = len(train_recs)
-    tr, va = ok & (np.arange(len(recs)) < n_tr), ok & (np.arange(len(recs)) >= n_tr)
-    empty = [c for c in ds.classes if not (y[tr] == index[c]).any()]
+    empty = [c for k, c in enumerate(ds.classes) if not (y[tr] == k).any()]
     if empty:
         raise WardrobeError(f"{ds.name}: class {', '.join(map(repr, empty))} has no usable training photo")
     hf = head_features(feats, head)
     x_fit, y_fit = hf[tr], y[tr]
     if noise:
-        train_paths = [r.path for r, good in zip(train_recs, ok[:n_tr]) if good]
+        train_paths = [recs[i].path for i in np.flatnonzero(tr)]
         noisy, noisy_errors, noisy_stats = extract_embeddings(
             train_paths, backbone, batch_size, workers, runtime, use_cache=use_cache,
             show_progress=show_progress, noise=noise, noise_seed=seed)
@@ -156,13 +165,8 @@ def probe_init(backbone: Backbone, ds: Dataset, cfg, show_progress: bool) -> tup
     """LP-FT's first step: a linear head (weights, bias) for a fine-tuning run, fitted like the probe
     on the pretrained network's cached embeddings of the training photos, C chosen on validation.
     Raw embeddings, as the fine-tuned network's plain linear head sees them."""
-    recs = ds.split("train") + ds.split("validation")
-    n_train = len(ds.split("train"))
-    feats, errors, _ = extract_embeddings([r.path for r in recs], backbone, cfg.batch_size, cfg.workers,
-                                          "auto", use_cache=cfg.use_pixel_cache, show_progress=show_progress)
-    ok = np.array([i not in errors for i in range(len(recs))], dtype=bool)
-    y = np.array([ds.classes.index(r.label) for r in recs])
-    tr, va = ok & (np.arange(len(recs)) < n_train), ok & (np.arange(len(recs)) >= n_train)
+    _, feats, _, _, y, tr, va = _split_embeddings(ds, backbone, cfg.batch_size, cfg.workers, "auto",
+                                                  cfg.use_pixel_cache, show_progress)
     # without a validation split there is nothing to choose C on: the grid's usual winner
     w, b, search = fit_linear_probe(feats[tr], y[tr], feats[va], y[va], len(ds.classes),
                                     cs=DEFAULT_CS if va.any() else (0.01,), seed=cfg.seed)
