@@ -16,8 +16,11 @@ from wardrobe.cli import app
 from wardrobe.errors import WardrobeError
 from wardrobe.inference import Classifier
 from wardrobe.models import create_backbone
+from wardrobe.models.heads import set_head
 from wardrobe.models.levels import supports_levels, use_levels
 from wardrobe.models.modelfile import load_model
+from wardrobe.models.stages import trainable_stages
+from wardrobe.training.frozen import forward_rest, make_prefix
 from wardrobe.training.probe import fit_linear_probe
 
 runner = CliRunner()
@@ -84,10 +87,10 @@ def test_damaged_levels_and_misplaced_flag_are_one_line_errors(trained_run, tmp_
     save_file(state, str(bad), metadata={"wardrobe": json.dumps({**meta, "levels": "three"})})
     with pytest.raises(WardrobeError, match="levels"):
         load_model(bad)
-    r = runner.invoke(app, ["train", str(shapes_dir), "--out", str(tmp_path / "ft"), "--mode", "finetune",
+    r = runner.invoke(app, ["train", str(shapes_dir), "--out", str(tmp_path / "ft"), "--mode", "scratch",
                             "--levels", "2", "--epochs", "1"])
     # main() prints a WardrobeError as one line; the runner shows it as the exception it catches
-    assert isinstance(r.exception, WardrobeError) and "--levels applies to the probe" in str(r.exception)
+    assert isinstance(r.exception, WardrobeError) and "--levels taps a pretrained network" in str(r.exception)
 
 
 def test_c_search_stops_once_validation_loss_rises():
@@ -99,3 +102,27 @@ def test_c_search_stops_once_validation_loss_rises():
     losses = [h["val_log_loss"] for h in search["search"]]
     assert search["C"] == search["search"][int(np.argmin(losses))]["C"]
     assert len(losses) < len(cs) and losses[-1] > min(losses)  # stopped one step past the minimum
+
+
+def test_fast_path_prefix_stops_before_the_first_tapped_stage():
+    model = set_head(use_levels(create_backbone("efficientnet_lite0", pretrained=False).model, 5), 3, "linear").eval()
+    # last:5 freezes the stem and three block stages, but the fifth-last stage is tapped: the prefix
+    # in ONNX Runtime must end before it, or its pooled output would be missing
+    prefix = make_prefix(model, trainable_stages(model, "last:5"))
+    assert prefix.k == 2
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model(x), forward_rest(model, prefix(x), prefix.k), atol=1e-4)
+
+
+def test_finetune_with_levels_trains_saves_and_reloads(shapes_dir, tmp_path):
+    res = wardrobe.train(shapes_dir, tmp_path / "ft", mode="finetune", model="efficientnet_lite0", epochs=1,
+                         image_size=64, batch_size=8, workers=0, val_ratio=0.25, show_progress=False,
+                         trainable="last:3", freeze_bn=True, levels=2)
+    model, meta = load_model(res.out)
+    assert meta["levels"] == 2 and model.num_features == 1280 + 192 + 320
+    assert json.loads((res.out / "config.json").read_text())["fit"]["levels"] == 2
+    photos = sorted(shapes_dir.rglob("*.jpg"))[:4]
+    p_torch, _ = Classifier.load(res.out, runtime="torch").predict_proba(photos, workers=0, show_progress=False)
+    p_onnx, _ = Classifier.load(res.out, runtime="onnx").predict_proba(photos, workers=0, show_progress=False)
+    assert np.allclose(p_torch, p_onnx, atol=1e-4)

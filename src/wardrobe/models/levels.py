@@ -25,18 +25,30 @@ def supports_levels(model: nn.Module) -> bool:
 
 
 def _forward_levels(self, x: torch.Tensor) -> torch.Tensor:
+    return forward_levels_from(self, self.bn1(self.conv_stem(x)), 0)
+
+
+def forward_levels_from(model: nn.Module, x: torch.Tensor, start: int) -> torch.Tensor:
+    """The multi-level embedding map from block stage ``start`` on, given that stage's input (the
+    fine-tuning fast path runs the frozen stages before it elsewhere, training/frozen.py)."""
     # Pools here rather than in global_pool, because the stages' maps differ in size: the result is
     # a 1x1 map whose channels are [final embedding, the tapped stages' means], which global_pool
     # (average, flatten) passes through unchanged.
-    x = self.bn1(self.conv_stem(x))
-    first_tap = len(self.blocks) - self.wardrobe_levels
+    first_tap = first_level_stage(model)
+    if start > first_tap:
+        raise ValueError(f"stage {start} is past the first tapped stage {first_tap}")
     pooled = []
-    for i, stage in enumerate(self.blocks):
-        x = stage(x)
+    for i in range(start, len(model.blocks)):
+        x = model.blocks[i](x)
         if i >= first_tap:
             pooled.append(x.mean((2, 3), keepdim=True))
-    x = self.bn2(self.conv_head(x))
+    x = model.bn2(model.conv_head(x))
     return torch.cat([x.mean((2, 3), keepdim=True), *pooled], 1)
+
+
+def first_level_stage(model: nn.Module) -> int:
+    """The first block stage whose pooled output joins the embedding (len(blocks) without levels)."""
+    return len(model.blocks) - getattr(model, "wardrobe_levels", 0)
 
 
 def use_levels(model: nn.Module, levels: int) -> nn.Module:

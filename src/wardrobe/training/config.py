@@ -46,6 +46,7 @@ class FitConfig:
     head_epochs: int = fit_flag(0, "Two-stage: train the head alone for N epochs first.")
     head_init: str = fit_flag("random", "random, or probe: the head starts from a logistic regression on the "
                                         "pretrained network's embeddings of the training photos (LP-FT).")
+    levels: int = 0  # the head also sees the pooled outputs of the last N block stages (models/levels.py)
     backbone_lr_mult: float = fit_flag(1.0, "Backbone LR = head LR x this.")
     patience: int | None = fit_flag(None, "Early stopping: epochs without a better validation macro-F1.")
     augment: Augment = field(default_factory=lambda: resolve_augment("standard"))

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from wardrobe.models.levels import first_level_stage, forward_levels_from
 from wardrobe.models.runtime import export_onnx, onnxruntime_available
 from wardrobe.models.stages import stage_modules
 from wardrobe.ui import warn
@@ -79,6 +80,8 @@ class FrozenPrefix:
 def forward_rest(model: nn.Module, feats: torch.Tensor, k: int) -> torch.Tensor:
     """The network from block stage ``k`` on, given the prefix's output: timm EfficientNet's
     forward_features after the blocks it skips, then its head."""
+    if getattr(model, "wardrobe_levels", 0):
+        return model.forward_head(forward_levels_from(model, feats, k))
     x = model.blocks[k:](feats)
     x = model.bn2(model.conv_head(x))
     return model.forward_head(x)
@@ -90,6 +93,8 @@ def make_prefix(model: nn.Module, trainable: list[nn.Module], fast: str = "auto"
     if fast == "off" or torch.cuda.is_available() or not onnxruntime_available():
         return None
     k = frozen_prefix_length(model, trainable)
+    if getattr(model, "wardrobe_levels", 0):
+        k = min(k, first_level_stage(model))  # a tapped stage's output must be seen in PyTorch
     if k < 0:
         return None
     try:
