@@ -24,6 +24,7 @@ class Augment:
     noise: float = flag(0.0, "Gaussian noise sigma on [0,1] pixels.")
     degrade: float = flag(0.0, "Share of training photos given one random degradation: Gaussian noise "
                                "(sigma up to 0.15), blur or JPEG recompression (quality 15-60).")
+    mix: float = flag(0.0, "Share of training batches mixed, half by MixUp and half by CutMix.")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,7 +48,7 @@ def resolve_augment(preset: str = "standard", **knobs) -> Augment:
     aug = replace(AUGMENT_PRESETS[preset], **{k: v for k, v in knobs.items() if v is not None})
     if not 0 < aug.crop_scale <= 1:
         raise WardrobeError(f"--crop-scale {aug.crop_scale}: must be in (0, 1]")
-    for name in ("hflip", "erasing", "degrade"):
+    for name in ("hflip", "erasing", "degrade", "mix"):
         if not 0 <= getattr(aug, name) <= 1:
             raise WardrobeError(f"--{name} {getattr(aug, name)}: a probability must be in [0, 1]")
     return aug

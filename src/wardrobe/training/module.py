@@ -12,6 +12,7 @@ from wardrobe.models.stages import stage_modules, trainable_stages
 from wardrobe.training.config import FitConfig
 from wardrobe.training.frozen import env_fast_path, forward_rest, make_prefix
 from wardrobe.training.losses import make_loss
+from wardrobe.training.mixing import BatchMixer, mixed_loss
 from wardrobe.training.schedules import SchedulePlan
 
 
@@ -32,6 +33,7 @@ class ClassifierModule(L.LightningModule):
         self.final_trainable = trainable_stages(model, cfg.trainable)
         self.schedule_plan: SchedulePlan | None = None
         self.prefix = None  # the frozen leading stages in ONNX Runtime (on_fit_start)
+        self.mixer = BatchMixer(cfg.augment.mix)
 
     def setup(self, stage: str) -> None:
         if self.loss_fn is None:
@@ -78,9 +80,9 @@ class ClassifierModule(L.LightningModule):
         return self.model(x.contiguous(memory_format=torch.channels_last))
 
     def training_step(self, batch, _):
-        x, y = batch
+        x, y, y_other, lam = self.mixer(*batch)
         logits = self(x)
-        loss = self.loss_fn(logits, y)
+        loss = mixed_loss(self.loss_fn, logits, y, y_other, lam)
         self.train_acc(logits.detach(), y)
         self.train_f1(logits.detach(), y)
         n = len(y)
