@@ -138,6 +138,7 @@ def test_best_preset_is_the_fast_robust_recipe():
     best = TRAIN_PRESETS["best"]
     assert best.train_size < 240 and best.freeze_bn and best.logit_adjust and 0 < best.augment.degrade < 0.5
     assert best.max_minutes <= 30
+    assert best.levels is None  # multi-level head wherever the network has the stages
 
 
 def test_training_workers_default_to_none_on_two_cores(monkeypatch):

@@ -115,13 +115,13 @@ def test_fast_path_prefix_stops_before_the_first_tapped_stage():
         assert torch.allclose(model(x), forward_rest(model, prefix(x), prefix.k), atol=1e-4)
 
 
-def test_finetune_with_levels_trains_saves_and_reloads(shapes_dir, tmp_path):
-    res = wardrobe.train(shapes_dir, tmp_path / "ft", mode="finetune", model="efficientnet_lite0", epochs=1,
-                         image_size=64, batch_size=8, workers=0, val_ratio=0.25, show_progress=False,
-                         trainable="last:3", freeze_bn=True, levels=2)
+def test_best_preset_fine_tunes_with_levels_and_the_model_file_rebuilds_them(shapes_dir, tmp_path):
+    res = wardrobe.train(shapes_dir, tmp_path / "ft", preset="best", model="efficientnet_lite0", epochs=1,
+                         image_size=64, train_size=48, batch_size=8, workers=0, val_ratio=0.25, show_progress=False)
     model, meta = load_model(res.out)
-    assert meta["levels"] == 2 and model.num_features == 1280 + 192 + 320
-    assert json.loads((res.out / "config.json").read_text())["fit"]["levels"] == 2
+    # the preset leaves levels to the network: the probe's three where it has the stages
+    assert meta["levels"] == 3 and model.num_features == 1280 + 112 + 192 + 320
+    assert json.loads((res.out / "config.json").read_text())["fit"]["levels"] == 3
     photos = sorted(shapes_dir.rglob("*.jpg"))[:4]
     p_torch, _ = Classifier.load(res.out, runtime="torch").predict_proba(photos, workers=0, show_progress=False)
     p_onnx, _ = Classifier.load(res.out, runtime="onnx").predict_proba(photos, workers=0, show_progress=False)

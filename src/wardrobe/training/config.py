@@ -46,7 +46,9 @@ class FitConfig:
     head_epochs: int = fit_flag(0, "Two-stage: train the head alone for N epochs first.")
     head_init: str = fit_flag("random", "random, or probe: the head starts from a logistic regression on the "
                                         "pretrained network's embeddings of the training photos (LP-FT).")
-    levels: int = 0  # the head also sees the pooled outputs of the last N block stages (models/levels.py)
+    # the head also sees the pooled outputs of the last N block stages (models/levels.py); None: the
+    # probe's default where the network supports it, else 0
+    levels: int | None = 0
     backbone_lr_mult: float = fit_flag(1.0, "Backbone LR = head LR x this.")
     patience: int | None = fit_flag(None, "Early stopping: epochs without a better validation macro-F1.")
     augment: Augment = field(default_factory=lambda: resolve_augment("standard"))
@@ -99,11 +101,14 @@ class FitConfig:
 # stages stay frozen and run in ONNX Runtime (training/frozen.py); batch-norm keeps its pretrained
 # statistics, which also makes the train/test size gap harmless. The speed buys more epochs; a
 # moving average of the weights is the model; a quarter of the photos are degraded so that noisy,
-# blurred and recompressed photos keep their accuracy.
+# blurred and recompressed photos keep their accuracy. The head also sees the last three block
+# stages' pooled outputs (models/levels.py), which the fine-tuned network's texture detail needs as
+# much as the probe's does (docs/benchmarks.md, session 16).
 BEST = FitConfig(mode="finetune", model="efficientnet_lite1", epochs=14, batch_size=32, optimizer="adamw",
                  lr=1e-3, weight_decay=0.02, scheduler="onecycle", warmup_epochs=1.0, label_smoothing=0.1,
                  trainable="last:5", train_size=192, freeze_bn=True, logit_adjust=True, drop_rate=0.2, ema=0.995,
-                 augment=resolve_augment("light", crop_scale=0.35, color_jitter=0.1, degrade=0.25), max_minutes=27)
+                 levels=None, max_minutes=27,
+                 augment=resolve_augment("light", crop_scale=0.35, color_jitter=0.1, degrade=0.25))
 
 TRAIN_PRESETS = {"fast": None, "best": BEST}  # fast = the probe
 
