@@ -28,7 +28,7 @@ def _train(
     mode: Annotated[Optional[str], typer.Option("--mode", help="probe (frozen backbone + logistic regression on cached embeddings, default), finetune or scratch.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Network ('wardrobe models' lists them); default efficientnet_lite1 for the probe, efficientnet_lite0 for finetune.")] = None,
     weights: Annotated[Optional[Path], typer.Option("--weights", help="Pretrained weights for --model from a file (.safetensors, .pth/.pt/.bin) or a hub-style folder; never unpickles objects.")] = None,
-    levels: Annotated[Optional[int], typer.Option("--levels", min=0, max=16, help="The head also sees the pooled outputs of the last N block stages (probe default 3 on EfficientNets, fine-tuning default 0; 0: the final embedding only).")] = None,
+    levels: Annotated[Optional[int], typer.Option("--levels", min=0, max=16, help="The head also sees the pooled outputs of the last N block stages (default 3 on EfficientNets for the probe and --preset best, else 0; 0: the final embedding only).")] = None,
     val_ratio: Annotated[float, typer.Option("--val-ratio", help="Validation share when DATA has no split column.")] = 0.15,
     test_ratio: Annotated[float, typer.Option("--test-ratio", help="Test share when DATA has no split column.")] = 0.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,

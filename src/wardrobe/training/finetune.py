@@ -19,7 +19,7 @@ from wardrobe.data.sources import Dataset
 from wardrobe.errors import WardrobeError
 from wardrobe.metrics import compute_metrics, softmax
 from wardrobe.models.heads import LogitsAndEmbedding, has_embedding, head_linear, set_head
-from wardrobe.models.levels import supports_levels, use_levels
+from wardrobe.models.levels import use_levels
 from wardrobe.models.registry import SCRATCH_MODELS, create_backbone
 from wardrobe.models.weights import torch_load_tensors
 from wardrobe.settings import quiet
@@ -28,7 +28,7 @@ from wardrobe.training.config import FitConfig
 from wardrobe.training.datamodule import PhotoDataModule, loader
 from wardrobe.training.module import ClassifierModule
 from wardrobe.training.posthoc import fit_logit_adjustment
-from wardrobe.training.probe import DEFAULT_LEVELS, attach_head, probe_init
+from wardrobe.training.probe import attach_head, default_levels, probe_init
 from wardrobe.training.runfolder import RunResult
 from wardrobe.ui import info
 
@@ -51,8 +51,8 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
         raise WardrobeError("--weights gives a pretrained start: use it with --mode finetune (or the probe)")
     backbone = create_backbone(cfg.model, pretrained=cfg.mode == "finetune", drop_path_rate=cfg.drop_path,
                                weights=cfg.weights)
-    if cfg.levels is None:
-        cfg = dataclasses.replace(cfg, levels=DEFAULT_LEVELS if cfg.mode == "finetune" and supports_levels(backbone.model) else 0)
+    if cfg.levels is None:  # the preset's choice: the probe's levels on a pretrained network, none from scratch
+        cfg = dataclasses.replace(cfg, levels=default_levels(backbone.model) if cfg.mode == "finetune" else 0)
     use_levels(backbone.model, cfg.levels)
     pre = dataclasses.replace(backbone.preprocess, input_size=cfg.image_size or backbone.preprocess.input_size)
     # before the head exists: the network still returns its pooled embedding

@@ -99,6 +99,11 @@ def attach_head(model: torch.nn.Module, w: np.ndarray, b: np.ndarray, head: str)
     return model.eval()
 
 
+def default_levels(model: torch.nn.Module) -> int:
+    """The levels a run uses when none are given: DEFAULT_LEVELS where the network has the stages."""
+    return DEFAULT_LEVELS if supports_levels(model) else 0
+
+
 def _split_embeddings(ds: Dataset, backbone: Backbone, batch_size: int, workers: int | None, runtime: str,
                       use_cache: bool, show_progress: bool):
     """(records: train then validation, their embeddings, {index: reason} of unusable photos,
@@ -123,8 +128,7 @@ def train_probe(ds: Dataset, model: str, batch_size: int, workers: int | None, r
     ``levels``: also the pooled outputs of the last N block stages (None: DEFAULT_LEVELS where the
     network supports it)."""
     backbone = create_backbone(model, pretrained=True, weights=weights)
-    if levels is None:
-        levels = DEFAULT_LEVELS if supports_levels(backbone.model) else 0
+    levels = default_levels(backbone.model) if levels is None else levels
     use_levels(backbone.model, levels)
     recs, feats, errors, stats, y, tr, va = _split_embeddings(ds, backbone, batch_size, workers, runtime, use_cache,
                                                               show_progress)

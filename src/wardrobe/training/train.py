@@ -83,9 +83,11 @@ def train(data: str | Path, out: str | Path, options: TrainOptions | None = None
                               show_progress, probe_noise, seed, weights=opts.weights, levels=pr.levels)
         else:
             if opts.probe.levels and mode == "scratch":
-                raise WardrobeError("--levels taps a pretrained network's stages: use it with the probe or --mode finetune")
+                raise WardrobeError("--levels taps a pretrained network's stages: "
+                                    "use it with the probe or --mode finetune")
             cfg = fit_config(fit, mode=mode, model=opts.model, weights=opts.weights, batch_size=opts.batch_size,
-                             workers=opts.workers, seed=seed, levels=opts.probe.levels, **fit_overrides)  # None: the preset's (or FitConfig's) value
+                             workers=opts.workers, seed=seed, levels=opts.probe.levels,
+                             **fit_overrides)  # None: the preset's (or FitConfig's) value
             config["batch_size"] = cfg.batch_size
             from wardrobe.training.finetune import fit_network  # heavy: Lightning, which a probe run never needs
 
