@@ -197,3 +197,11 @@ def test_download_builds_preset_layout(tmp_path, monkeypatch):
     assert root == tmp_path / "clothing-dataset"
     ds = load_dataset("clothing-top10")
     assert {(r.label, r.split) for r in ds.records} == {("hat", "train"), ("shoes", "validation")}
+
+
+def test_split_too_small_for_a_stratified_share_is_one_line(tmp_path):
+    make_folder_dataset(tmp_path, per_class=2, shapes=("circle", "square"))
+    # 4 photos: a 15% validation share is 1 photo, fewer than the 2 classes (scikit-learn's ValueError before)
+    with pytest.raises(WardrobeError, match="4 photos of 2 classes are too few for a stratified validation share"):
+        assign_splits(load_dataset(tmp_path))
+    assert len(assign_splits(load_dataset(tmp_path), val_ratio=0.5).split("validation")) == 2

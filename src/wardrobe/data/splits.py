@@ -35,12 +35,19 @@ def assign_splits(ds: Dataset, val_ratio: float = 0.15, test_ratio: float = 0.0,
     split = np.array(["train"] * len(labels), dtype=object)
     rest = idx
     if val_ratio:  # 0: every photo trains (a final model, after CV chose the recipe)
-        rest, val = train_test_split(idx, test_size=val_ratio, stratify=labels, random_state=seed)
+        rest, val = _stratified(ds.name, "validation", idx, val_ratio, labels, seed)
         split[val] = "validation"
     if test_ratio:
-        train, test = train_test_split(rest, test_size=test_ratio / (1 - val_ratio),
-                                       stratify=labels[rest], random_state=seed)
+        train, test = _stratified(ds.name, "test", rest, test_ratio / (1 - val_ratio), labels[rest], seed)
         split[test] = "test"
     records = [replace(r, split=str(s)) for r, s in zip(ds.records, split)]
     desc = dict(ds.description, split={"val_ratio": val_ratio, "test_ratio": test_ratio, "seed": seed})
     return Dataset(records, ds.name, ds.skipped, desc)
+
+
+def _stratified(name: str, what: str, idx: np.ndarray, ratio: float, labels: np.ndarray, seed: int):
+    try:
+        return train_test_split(idx, test_size=ratio, stratify=labels, random_state=seed)
+    except ValueError as e:  # e.g. 4 photos of 2 classes: a 15% share is 1 photo, fewer than the classes
+        raise WardrobeError(f"{name}: {len(idx)} photos of {len(np.unique(labels))} classes are too few for a "
+                            f"stratified {what} share of {ratio:.2f} ({e}); add photos or change the ratio") from None

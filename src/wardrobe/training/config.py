@@ -12,6 +12,7 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("cosine", "onecycle", "plateau", "none")
 SAMPLERS = ("none", "balanced")
 HEAD_INITS = ("random", "probe")
+RESIZE_MODES = ("crop", "squash")
 
 
 def fit_flag(default, help: str):
@@ -27,6 +28,8 @@ class FitConfig:
     image_size: int | None = fit_flag(None, "Input size in pixels (default: the model's).")
     train_size: int | None = fit_flag(None, "Train on random crops of this size (default: --image-size); smaller is "
                                             "faster and, with random-resized crops, matches object sizes at test (FixRes).")
+    resize: str = fit_flag("crop", "How a photo becomes a square: crop (shorter side, then the centre square; "
+                                   "timm's default) or squash (the whole photo, nothing cut off).")
     epochs: int = fit_flag(5, "Training epochs.")
     batch_size: int = 32
     optimizer: str = fit_flag("adamw", "adamw or sgd.")
@@ -76,6 +79,8 @@ class FitConfig:
         if self.trainable not in ("all", "head") and not (self.trainable.startswith("last:")
                                                           and self.trainable[5:].isdigit()):
             raise WardrobeError(f"--trainable {self.trainable}: use all, head or last:N")
+        if self.resize not in RESIZE_MODES:
+            raise WardrobeError(f"--resize {self.resize}: use {' or '.join(RESIZE_MODES)}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise WardrobeError("--epochs, --batch-size and --lr must be positive")
         if not 0 <= self.drop_path < 1:

@@ -63,6 +63,7 @@ def train(data: str | Path, out: str | Path, options: TrainOptions | None = None
         check_out(out, overwrite, resume)
     sp = opts.split
     val_ratio, test_ratio, seed = _given(sp.val_ratio, 0.15), _given(sp.test_ratio, 0.0), _given(sp.seed, 0)
+    cfg = None if mode == "probe" else _fit_config(opts, mode, fit, fit_overrides, seed)  # bad options: no wait
     ds = _load(data, opts.data, splits, val_ratio, test_ratio, seed, mode)
     leakage = split_leakage(ds.records, opts.workers, show_progress)
     if warn_leakage and (message := leakage_message(leakage)):  # cv says it once for all its folds
@@ -82,12 +83,6 @@ def train(data: str | Path, out: str | Path, options: TrainOptions | None = None
                               pr.cs or DEFAULT_CS, pr.head or DEFAULT_HEAD, _given(pr.use_cache, True),
                               show_progress, probe_noise, seed, weights=opts.weights, levels=pr.levels)
         else:
-            if opts.probe.levels and mode == "scratch":
-                raise WardrobeError("--levels taps a pretrained network's stages: "
-                                    "use it with the probe or --mode finetune")
-            cfg = fit_config(fit, mode=mode, model=opts.model, weights=opts.weights, batch_size=opts.batch_size,
-                             workers=opts.workers, seed=seed, levels=opts.probe.levels,
-                             **fit_overrides)  # None: the preset's (or FitConfig's) value
             config["batch_size"] = cfg.batch_size
             from wardrobe.training.finetune import fit_network  # heavy: Lightning, which a probe run never needs
 
@@ -98,6 +93,14 @@ def train(data: str | Path, out: str | Path, options: TrainOptions | None = None
         config, metrics = write_run(work, ds, run, config, leakage, time.perf_counter() - t0)
     info(f"wrote {out / MODEL_FILENAME} ({metrics['timings']['total_seconds']:.1f} s)")
     return TrainResult(out, out / MODEL_FILENAME, metrics, config)
+
+
+def _fit_config(opts: TrainOptions, mode: str, fit: FitConfig | None, overrides: dict, seed: int) -> FitConfig:
+    if opts.probe.levels and mode == "scratch":
+        raise WardrobeError("--levels taps a pretrained network's stages: use it with the probe or --mode finetune")
+    return fit_config(fit, mode=mode, model=opts.model, weights=opts.weights, batch_size=opts.batch_size,
+                      workers=opts.workers, seed=seed, levels=opts.probe.levels,
+                      **overrides)  # None: the preset's (or FitConfig's) value
 
 
 def _given(value, default):
