@@ -136,9 +136,10 @@ def test_logit_adjustment_helps_rare_classes_and_is_nothing_on_balanced_data():
 
 def test_best_preset_is_the_fast_robust_recipe():
     best = TRAIN_PRESETS["best"]
-    assert best.train_size < 240 and best.freeze_bn and best.logit_adjust and 0 < best.augment.degrade < 0.5
+    assert best.train_size < best.image_size and best.freeze_bn and best.logit_adjust and 0 < best.augment.degrade < 0.5
     assert best.max_minutes <= 30
     assert best.levels is None  # multi-level head wherever the network has the stages
+    assert best.resize == "squash"  # the whole garment in view (docs/benchmarks.md, session 17)
 
 
 def test_training_workers_default_to_none_on_two_cores(monkeypatch):
