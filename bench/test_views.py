@@ -27,7 +27,8 @@ def main() -> None:
     val = ds.split("validation")
     y = np.array([ds.classes.index(r.label) for r in val])
     own = Classifier.load(args.run, runtime="torch").preprocess
-    views = [(own.resize_mode, own.input_size, own.crop_pct, False), (own.resize_mode, own.input_size, own.crop_pct, True)]
+    mine = (own.resize_mode, own.input_size, own.crop_pct)
+    views = [(*mine, False), (*mine, True)]
     for size in (own.input_size - 16, own.input_size + 16, own.input_size + 32):
         views.append((own.resize_mode, size, own.crop_pct, False))
     views += [("crop", own.input_size, 0.875, False), ("crop", own.input_size, 1.0, False),

@@ -59,12 +59,14 @@ def build(cfg):
 
 def candidate(name: str, ds, cfg, batches: int, *, prefix: str = "torch", bf16: bool = False, train_size=None,
               threads: int | None = None, workers: int = 1, cached: bool = False, compile_rest: bool = False,
-              bn_eval: bool = False) -> dict:
+              bn_eval: bool = False, image_size: int | None = None, resize: str = "crop") -> dict:
     torch.set_num_threads(threads or os.cpu_count() or 2)
     # bn_eval: every batch-norm uses its ImageNet statistics; its scale and shift still train
-    cfg = dataclasses.replace(cfg, train_size=train_size, workers=workers, freeze_bn=bn_eval)
+    cfg = dataclasses.replace(cfg, train_size=train_size, workers=workers, freeze_bn=bn_eval, image_size=image_size,
+                              resize=resize)
     backbone, model, k = build(cfg)
-    pre = backbone.preprocess
+    pre = dataclasses.replace(backbone.preprocess, input_size=image_size or backbone.preprocess.input_size,
+                              resize_mode=resize)
     dm = PhotoDataModule(ds, cfg, pre, show_progress=False)
     dm.prepare_data()
     dm.setup("fit")
@@ -114,10 +116,13 @@ def candidate(name: str, ds, cfg, batches: int, *, prefix: str = "torch", bf16: 
 
 # "today": the path of the best preset before this benchmark (frozen stages in eager PyTorch,
 # batch-norm statistics training, 240 px crops, one loader worker). "best preset now": what
-# `--preset best` does since, automatically.
+# `--preset best` does since, automatically (session 17: the whole photo squashed into 272 px,
+# 224 px training crops); "best preset, session 16": the centre square, 192 px training crops.
 CANDIDATES = {
     "today": {},
-    "best preset now": {"prefix": "onnx", "bn_eval": True, "train_size": 192, "workers": 0},
+    "best preset now": {"prefix": "onnx", "bn_eval": True, "image_size": BEST.image_size, "train_size": BEST.train_size,
+                        "resize": BEST.resize, "workers": 0},
+    "best preset, session 16": {"prefix": "onnx", "bn_eval": True, "train_size": 192, "workers": 0},
     "onnx-prefix": {"prefix": "onnx"},
     "bf16": {"bf16": True},
     "onnx-prefix+bf16": {"prefix": "onnx", "bf16": True},
@@ -154,8 +159,8 @@ def main() -> None:
     cfg = fit_config(BEST)
     print(f"machine: {os.cpu_count()} cores, {cpu_model()}")
     print(f"vector extensions: {extensions()}; native bf16: {native_bf16()}")
-    print(f"best preset: {cfg.model} {cfg.image_size or 'native'} px, trainable {cfg.trainable}, batch {cfg.batch_size}, "
-          f"{args.batches} timed batches after 2 warm-up")
+    print(f"best preset: {cfg.model} {cfg.image_size or 'native'} px ({cfg.resize}), trainable {cfg.trainable}, "
+          f"batch {cfg.batch_size}, {args.batches} timed batches after 2 warm-up")
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     base = None
     for name, kw in CANDIDATES.items():
