@@ -65,8 +65,7 @@ def candidate(name: str, ds, cfg, batches: int, *, prefix: str = "torch", bf16: 
     cfg = dataclasses.replace(cfg, train_size=train_size, workers=workers, freeze_bn=bn_eval, image_size=image_size,
                               resize=resize)
     backbone, model, k = build(cfg)
-    pre = dataclasses.replace(backbone.preprocess, input_size=image_size or backbone.preprocess.input_size,
-                              resize_mode=resize)
+    pre = cfg.view(backbone.preprocess)
     dm = PhotoDataModule(ds, cfg, pre, show_progress=False)
     dm.prepare_data()
     dm.setup("fit")

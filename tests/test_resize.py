@@ -11,9 +11,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import wardrobe
+from wardrobe import transforms
 from wardrobe.cli import app
 from wardrobe.data import load_dataset
 from wardrobe.errors import WardrobeError
+from wardrobe.training import config
 from wardrobe.training.config import FitConfig
 from wardrobe.training.datamodule import PhotoDataModule
 from wardrobe.transforms import Preprocess
@@ -72,3 +74,7 @@ def test_unknown_resize_mode_is_a_one_line_error(tmp_path):
     r = runner.invoke(app, ["train", str(_tall_photos(tmp_path / "p", 2)), "--out", str(tmp_path / "o"),
                             "--mode", "finetune", "--resize", "letterbox"])
     assert isinstance(r.exception, WardrobeError) and "--resize letterbox" in str(r.exception)
+
+
+def test_the_options_resize_modes_are_the_preprocessings():
+    assert config.RESIZE_MODES == transforms.RESIZE_MODES  # two copies only so the CLI starts without torch

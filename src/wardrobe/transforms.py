@@ -19,6 +19,9 @@ _INTERP = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.B
            "nearest": InterpolationMode.NEAREST}
 
 
+RESIZE_MODES = ("crop", "squash")
+
+
 @dataclass(frozen=True)
 class Preprocess:
     input_size: int = 224
@@ -31,7 +34,7 @@ class Preprocess:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
     def __post_init__(self):
-        if self.resize_mode not in ("crop", "squash"):
+        if self.resize_mode not in RESIZE_MODES:
             raise ValueError(f"resize_mode must be 'crop' or 'squash', not {self.resize_mode!r}")
         if self.interpolation not in _INTERP:
             raise ValueError(f"interpolation must be one of {sorted(_INTERP)}")

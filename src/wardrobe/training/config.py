@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
+from typing import TYPE_CHECKING
 
 from wardrobe.errors import WardrobeError
 from wardrobe.training.knobs import Augment, flag, resolve_augment
+
+if TYPE_CHECKING:
+    from wardrobe.transforms import Preprocess
 
 LOSSES = ("ce", "weighted_ce", "balanced", "focal")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("cosine", "onecycle", "plateau", "none")
 SAMPLERS = ("none", "balanced")
 HEAD_INITS = ("random", "probe")
-RESIZE_MODES = ("crop", "squash")
+RESIZE_MODES = ("crop", "squash")  # transforms.RESIZE_MODES, not imported: the CLI starts without torch
 
 
 def fit_flag(default, help: str):
@@ -97,6 +101,10 @@ class FitConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def view(self, pre: Preprocess) -> Preprocess:
+        """The network's own preprocessing at this run's --image-size and --resize."""
+        return replace(pre, input_size=self.image_size or pre.input_size, resize_mode=self.resize)
 
 
 # The strongest recipe found that fits in 30 minutes on 2 CPU cores (docs/benchmarks.md).

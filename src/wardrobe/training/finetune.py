@@ -54,8 +54,7 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     if cfg.levels is None:  # the preset's choice: the probe's levels on a pretrained network, none from scratch
         cfg = dataclasses.replace(cfg, levels=default_levels(backbone.model) if cfg.mode == "finetune" else 0)
     use_levels(backbone.model, cfg.levels)
-    pre = dataclasses.replace(backbone.preprocess, input_size=cfg.image_size or backbone.preprocess.input_size,
-                              resize_mode=cfg.resize)
+    pre = cfg.view(backbone.preprocess)
     # before the head exists: the network still returns its pooled embedding
     probe_head = probe_init(dataclasses.replace(backbone, preprocess=pre), ds, cfg, show_progress) \
         if cfg.head_init == "probe" and not resume else None
