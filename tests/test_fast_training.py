@@ -21,7 +21,7 @@ from wardrobe.training.config import TRAIN_PRESETS
 from wardrobe.training.frozen import FrozenPrefix, forward_rest, frozen_prefix_length, make_prefix
 from wardrobe.training.knobs import Augment
 from wardrobe.training.losses import make_loss
-from wardrobe.training.posthoc import adjustment, fit_logit_adjustment
+from wardrobe.training.posthoc import adjustment, cross_fitted, fit_logit_adjustment
 from wardrobe.transforms import Preprocess
 
 
@@ -132,6 +132,28 @@ def test_logit_adjustment_helps_rare_classes_and_is_nothing_on_balanced_data():
     by_tau = {s["tau"]: s["val_f1_macro"] for s in search}
     assert by_tau[tau] > by_tau[0.0]
     assert np.allclose(adjustment(np.array([50, 50, 50]), 1.0), 0)
+
+
+def test_cross_fitted_adjustment_grades_each_half_with_the_other_halfs_tau():
+    rng = np.random.default_rng(1)
+    y = np.array([0] * 300 + [1] * 30)
+    margin = np.where(y == 1, rng.normal(0.3, 1.0, len(y)), rng.normal(-2.0, 1.0, len(y)))
+    logits = np.stack([np.zeros(len(y)), margin - 1.5], 1)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    counts = np.array([900, 90])
+    graded, taus = cross_fitted(probs, y, counts)
+    assert len(taus) == 2 and all(t > 0 for t in taus)
+    assert np.allclose(graded.sum(1), 1)
+    if taus[0] == taus[1]:  # both halves agree: every photo gets that one tau's adjustment
+        expect = np.log(probs) + adjustment(counts, taus[0])
+        assert np.array_equal(graded.argmax(1), expect.argmax(1))
+    # Pure noise: a tau picked on the graded photos themselves would read high; cross-fitting does not.
+    noise = rng.dirichlet(np.ones(5), 200)
+    yn = rng.integers(0, 5, 200)
+    _, _, search = fit_logit_adjustment(noise, yn, np.array([400, 200, 100, 50, 25]))
+    graded, _ = cross_fitted(noise, yn, np.array([400, 200, 100, 50, 25]))
+    from sklearn.metrics import f1_score
+    assert f1_score(yn, graded.argmax(1), average="macro") <= max(s["val_f1_macro"] for s in search)
 
 
 def test_best_preset_is_the_fast_robust_recipe():

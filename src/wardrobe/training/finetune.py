@@ -27,7 +27,7 @@ from wardrobe.training.callbacks import EpochLog, FitScheduleToBudget, OverfitWa
 from wardrobe.training.config import FitConfig
 from wardrobe.training.datamodule import PhotoDataModule, loader
 from wardrobe.training.module import ClassifierModule
-from wardrobe.training.posthoc import fit_logit_adjustment
+from wardrobe.training.posthoc import cross_fitted, fit_logit_adjustment
 from wardrobe.training.probe import attach_head, default_levels, probe_init
 from wardrobe.training.runfolder import RunResult
 from wardrobe.ui import info
@@ -80,10 +80,10 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     embeddings = None
     if val_emb is not None and has_embedding(model):
         embeddings = (predict_probs(model, data.train_eval_set(), data.workers)[1], val_emb)
-    extra = {}
+    extra, graded = {}, probs
     if cfg.logit_adjust and probs is not None:
-        probs, extra["logit_adjustment"] = _adjust_logits(model, probs, data)
-    metrics = compute_metrics(data.val_labels, probs, ds.classes) if probs is not None else {}
+        probs, graded, extra["logit_adjustment"] = _adjust_logits(model, probs, data)
+    metrics = compute_metrics(data.val_labels, graded, ds.classes) if probs is not None else {}
     rows = epoch_log.rows
     best = (int(np.argmax([r["val_f1_macro"] for r in rows]) + 1) if has_val else len(rows)) if rows else None
     if has_val:
@@ -96,17 +96,20 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
                      validation=(probs, data.val_labels) if probs is not None else None, embeddings=embeddings)
 
 
-def _adjust_logits(model, probs: np.ndarray, data: PhotoDataModule) -> tuple[np.ndarray, dict]:
+def _adjust_logits(model, probs: np.ndarray, data: PhotoDataModule) -> tuple[np.ndarray, np.ndarray, dict]:
     """Post-hoc logit adjustment chosen on validation, folded into the head's bias so that every
-    export of the model carries it. Returns the adjusted validation probabilities and the search."""
+    export of the model carries it. Returns the validation probabilities the adjusted model gives
+    (calibration and trusted-label thresholds fit those), the cross-fitted ones the validation
+    figures are graded on (posthoc.cross_fitted), and the search."""
     counts = np.bincount(data.train_labels, minlength=probs.shape[1])
     tau, bias, search = fit_logit_adjustment(probs, data.val_labels, counts)
     with torch.no_grad():
         head_linear(model).bias += torch.from_numpy(bias)
     info(f"logit adjustment: tau {tau} (validation macro-F1 " +
          ", ".join(f"{s['tau']}: {s['val_f1_macro']:.4f}" for s in search) + ")")
+    graded, halves = cross_fitted(probs, data.val_labels, counts)
     adjusted = softmax(np.log(np.clip(probs, 1e-12, None)) + bias)
-    return adjusted, {"tau": tau, "search": search}
+    return adjusted, graded, {"tau": tau, "search": search, "validation_figures": "cross-fitted", "half_taus": halves}
 
 
 def _optional_callbacks(cfg: FitConfig, has_val: bool) -> list:

@@ -6,8 +6,13 @@ adjustment is nothing."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn.metrics import f1_score
+from sklearn.model_selection import StratifiedKFold
+
+from wardrobe.metrics import softmax
 
 TAUS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -35,3 +40,26 @@ def fit_logit_adjustment(val_probs: np.ndarray, val_labels: np.ndarray, train_co
         if best is None or f1 > best[0] + 1e-9:
             best = (f1, tau, bias)
     return best[1], best[2], search
+
+
+def cross_fitted(val_probs: np.ndarray, val_labels: np.ndarray, train_counts: np.ndarray, taus=TAUS,
+                 seed: int = 0) -> tuple[np.ndarray, list[float]]:
+    """Validation probabilities adjusted without grading tau on the photos it was chosen on: the
+    validation photos are split in two stratified halves and each half gets the tau the other half
+    chose. The model keeps the tau of the whole validation set; these probabilities are what its
+    validation figures are computed from (in a CV the validation fold is the reported one, and a
+    tau picked on it reads high). Returns (adjusted probabilities, the two halves' taus)."""
+    val_labels = np.asarray(val_labels)
+    logp = np.log(np.clip(val_probs, 1e-12, None))
+    if len(val_labels) < 4:  # too few photos to halve: the plain fit is all there is
+        tau, bias, _ = fit_logit_adjustment(val_probs, val_labels, train_counts, taus)
+        return softmax(logp + bias), [tau]
+    out, chosen = np.empty_like(logp), []
+    with warnings.catch_warnings():  # a class with one validation photo cannot be in both halves; fine
+        warnings.simplefilter("ignore", UserWarning)
+        halves = list(StratifiedKFold(2, shuffle=True, random_state=seed).split(logp, val_labels))
+    for fit_idx, apply_idx in halves:
+        tau, bias, _ = fit_logit_adjustment(val_probs[fit_idx], val_labels[fit_idx], train_counts, taus)
+        out[apply_idx] = logp[apply_idx] + bias
+        chosen.append(tau)
+    return softmax(out), chosen
