@@ -64,6 +64,8 @@ def main() -> None:
     if args.run:
         return regrade_run(args.run)
     cv = json.loads((args.cv_dir / "cv.json").read_text())
+    if "out_of_fold" in cv:
+        raise SystemExit(f"{args.cv_dir}: its out-of-fold probabilities are already graded with cross-fitted taus")
     ds = load_dataset(cv["data"])
     labels = [r.label for r in ds.records]
     if ds.classes != cv["classes"] or len(labels) != cv["n_images"]:

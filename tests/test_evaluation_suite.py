@@ -331,3 +331,27 @@ def test_probe_5fold_cv_on_clothing17(tmp_path):
     agg = res["aggregate"]
     assert 0.75 <= agg["accuracy"]["mean"] <= 0.98 and agg["accuracy"]["std"] < 0.05
     assert agg["f1_macro"]["mean"] > 0.5 and agg["map_macro"]["mean"] > 0.6
+
+
+def test_cv_regrades_a_logit_adjusted_fold_with_cross_fitted_taus(tmp_path):
+    from wardrobe.evaluation.cv import graded_fold_probs
+    from wardrobe.metrics import softmax
+    from wardrobe.training.posthoc import adjustment, cross_fitted
+
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 60 + [1] * 30 + [2] * 10)
+    z = rng.normal(0, 1, (100, 3)) + 2.0 * np.eye(3)[y]
+    counts = np.array([600, 300, 100])
+    shipped = softmax((z + adjustment(counts, 0.5)) / 0.5)  # what the fold model's Classifier returns
+    shipped[3] = np.nan  # a photo that failed to decode stays out
+    fold = tmp_path / "fold-1"
+    fold.mkdir()
+    same, graded = graded_fold_probs(shipped, fold, y, counts)
+    assert not graded and same is shipped  # no run files: nothing was chosen on the fold
+    (fold / "config.json").write_text(json.dumps({"logit_adjustment": {"tau": 0.5, "search": []}}))
+    (fold / "metrics.json").write_text(json.dumps({"calibration": {"temperature": 0.5}}))
+    out, graded = graded_fold_probs(shipped, fold, y, counts)
+    ok = np.arange(100) != 3
+    assert graded and np.isnan(out[3]).all()
+    expect, _ = cross_fitted(softmax(z[ok]), y[ok], counts)
+    assert np.allclose(out[ok], expect, atol=1e-6)

@@ -34,6 +34,7 @@ from wardrobe.models.registry import Backbone
 from wardrobe.training import train
 from wardrobe.training.embeddings import extract_embeddings
 from wardrobe.training.options import TrainOptions
+from wardrobe.training.posthoc import adjustment, cross_fitted
 from wardrobe.training.runfolder import check_out, partial_dir
 from wardrobe.transforms import Preprocess
 from wardrobe.ui import info, warn
@@ -91,6 +92,25 @@ def fold_probabilities(model_path: Path, paths: list, batch_size: int = 32, work
         return probs, errors
     clf = Classifier.load(model_path, runtime=runtime)
     return clf.predict_proba(paths, batch_size, workers, show_progress, "out-of-fold")
+
+
+def graded_fold_probs(probs: np.ndarray, fold_dir: Path, y_val: np.ndarray,
+                      train_counts: np.ndarray) -> tuple[np.ndarray, bool]:
+    """A logit-adjusted fold model carries the tau its whole validation fold chose, which the
+    pooled out-of-fold figures must not be graded with: they get cross-fitted taus instead, as
+    training grades its own figures (training/posthoc.py). The model's probabilities are
+    softmax((z + b) / T), so z = T log p - b recovers its unadjusted scores. Returns (probabilities,
+    whether they were regraded)."""
+    try:
+        tau = json.loads((fold_dir / "config.json").read_text())["logit_adjustment"]["tau"]
+        temp = float(json.loads((fold_dir / "metrics.json").read_text())["calibration"]["temperature"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return probs, False  # not logit-adjusted (or no calibration): nothing was chosen on this fold
+    ok = ~np.isnan(probs).any(1)
+    out = probs.copy()
+    z = temp * np.log(np.clip(probs[ok], 1e-12, None)) - adjustment(train_counts, tau)
+    out[ok] = cross_fitted(softmax(z), y_val[ok], train_counts)[0]
+    return out, True
 
 
 def _warn_fold_leakage(records, splits, workers, show_progress) -> None:
@@ -183,12 +203,16 @@ def cross_validate(data: str | Path, out: str | Path, folds: int = 5, seed: int 
                                        splits=assignment, options=options, **train_options))
         if not m:  # a non-zero rank of a multi-process run
             return {}
+        if m["classes"] != classes:
+            raise WardrobeError(f"fold {k}: trained on classes {m['classes']}, expected {classes}")
+        probs, errors = fold_probabilities(model_path, [paths[i] for i in va], batch_size or 32, workers, runtime)
+        probs, graded = graded_fold_probs(probs, fold_dir, y[va], np.bincount(y[tr], minlength=len(classes)))
+        if graded:  # the fold's figures as the pooled ones: tau never chosen on the photos graded
+            good = ~np.isnan(probs).any(1)
+            m = {**m, **compute_metrics(y[va][good], probs[good], classes)}
         cm = np.array(m["confusion_matrix"])
         write_confusion_csv(cm, m["classes"], fold_dir / "confusion_matrix.csv")
         plot_confusion(cm, m["classes"], fold_dir / "confusion_matrix.png", title=f"fold {k}")
-        probs, errors = fold_probabilities(model_path, [paths[i] for i in va], batch_size or 32, workers, runtime)
-        if m["classes"] != classes:
-            raise WardrobeError(f"fold {k}: trained on classes {m['classes']}, expected {classes}")
         oof[va] = probs
         fold_rows.append({"fold": k, "n_train": len(tr), "n_validation": len(va),
                           **{key: m[key] for key in CV_KEYS}, "top3_accuracy": m.get("top3_accuracy"),
@@ -198,7 +222,7 @@ def cross_validate(data: str | Path, out: str | Path, folds: int = 5, seed: int 
     pooled = compute_metrics(y[ok], oof[ok], classes)
     result = {"data": str(data), "dataset": ds.name, "folds": folds, "seed": seed, "n_images": len(paths),
               "classes": classes, "train_options": {k: str(v) for k, v in train_options.items()},
-              "aggregate": agg, "fold_metrics": fold_rows,
+              "aggregate": agg, "fold_metrics": fold_rows, "out_of_fold": "graded with cross-fitted taus",
               "pooled_out_of_fold": {k: v for k, v in pooled.items() if k != "per_class"} | {"per_class": pooled["per_class"]},
               "seconds": round(time.perf_counter() - t0, 2)}
     out.mkdir(parents=True, exist_ok=True)
