@@ -187,6 +187,7 @@ def test_bool_flags_from_the_command_line(tiny, tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["fit"]["freeze_bn"] is True and cfg["fit"]["logit_adjust"] is True and cfg["fit"]["loss"] == "balanced"
     assert cfg["fit"]["augment"]["degrade"] == 0.5 and "tau" in cfg["logit_adjustment"]
+    assert cfg["logit_adjustment"]["validation_figures"] == "cross-fitted"  # never graded with its own tau
 
 
 def test_head_init_probe_starts_the_head_from_the_logistic_regression(tiny, tmp_path):

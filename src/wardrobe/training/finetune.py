@@ -109,7 +109,8 @@ def _adjust_logits(model, probs: np.ndarray, data: PhotoDataModule) -> tuple[np.
          ", ".join(f"{s['tau']}: {s['val_f1_macro']:.4f}" for s in search) + ")")
     graded, halves = cross_fitted(probs, data.val_labels, counts)
     adjusted = softmax(np.log(np.clip(probs, 1e-12, None)) + bias)
-    return adjusted, graded, {"tau": tau, "search": search, "validation_figures": "cross-fitted", "half_taus": halves}
+    how = "cross-fitted" if len(halves) == 2 else "with its own tau (too few photos to halve)"
+    return adjusted, graded, {"tau": tau, "search": search, "validation_figures": how, "half_taus": halves}
 
 
 def _optional_callbacks(cfg: FitConfig, has_val: bool) -> list:
