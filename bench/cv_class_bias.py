@@ -9,14 +9,12 @@ Run: .venv/bin/python bench/cv_class_bias.py CV_DIR   (e.g. runs/cv17-best16, fr
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import f1_score
 
-from wardrobe.data import load_dataset
-from wardrobe.evaluation.cv import make_folds
+from wardrobe.evaluation.cv import make_folds, open_cv
 
 
 def macro_f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
@@ -43,15 +41,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("cv_dir", type=Path)
     args = ap.parse_args()
-    cv = json.loads((args.cv_dir / "cv.json").read_text())
-    ds = load_dataset(cv["data"])
-    labels = [r.label for r in ds.records]
-    if ds.classes != cv["classes"] or len(labels) != cv["n_images"]:
-        raise SystemExit(f"{args.cv_dir}: its data no longer matches {cv['data']}")
-    y = np.array([ds.classes.index(c) for c in labels])
-    logp = np.log(np.clip(np.load(args.cv_dir / "out_of_fold_probs.npy"), 1e-12, None))
-    k = len(ds.classes)
-    rows = []
+    cv, labels, y, oof = open_cv(args.cv_dir)
+    logp, k, rows = np.log(np.clip(oof, 1e-12, None)), oof.shape[1], []
     for fold, (tr, va) in enumerate(make_folds(labels, cv["folds"], cv["seed"]), start=1):
         bias = fit_bias(logp[tr], y[tr])
         rows.append((macro_f1(y[va], logp[va].argmax(1), k), macro_f1(y[va], (logp[va] + bias).argmax(1), k),

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from wardrobe.data import load_dataset
-from wardrobe.evaluation.cv import make_folds
+from wardrobe.evaluation.cv import make_folds, open_cv
 from wardrobe.metrics import compute_metrics, softmax
 from wardrobe.training.posthoc import TAUS, adjustment, cross_fitted
 
@@ -63,16 +63,12 @@ def main() -> None:
     args = ap.parse_args()
     if args.run:
         return regrade_run(args.run)
-    cv = json.loads((args.cv_dir / "cv.json").read_text())
+    cv, labels, y, oof = open_cv(args.cv_dir)
     if "out_of_fold" in cv:
         raise SystemExit(f"{args.cv_dir}: its out-of-fold probabilities are already graded with cross-fitted taus")
-    ds = load_dataset(cv["data"])
-    labels = [r.label for r in ds.records]
-    if ds.classes != cv["classes"] or len(labels) != cv["n_images"]:
-        raise SystemExit(f"{args.cv_dir}: its data no longer matches {cv['data']}")
-    y = np.array([ds.classes.index(c) for c in labels])
-    logp = np.log(np.clip(np.load(args.cv_dir / "out_of_fold_probs.npy"), 1e-12, None))
-    k = len(ds.classes)
+    logp = np.log(np.clip(oof, 1e-12, None))
+    classes = cv["classes"]
+    k = len(classes)
     rows = {"tau chosen on the graded fold": [], "cross-fitted tau (as training grades now)": []}
     rows |= {f"fixed tau {t}": [] for t in TAUS}
     for fold, (tr, va) in enumerate(make_folds(labels, cv["folds"], cv["seed"]), start=1):
@@ -86,11 +82,11 @@ def main() -> None:
         search = {s["tau"]: s["val_f1_macro"] for s in config["logit_adjustment"]["search"]}
 
         for t in TAUS:
-            rows[f"fixed tau {t}"].append(graded(y[va], softmax(z + adjustment(counts, t)), ds.classes))
+            rows[f"fixed tau {t}"].append(graded(y[va], softmax(z + adjustment(counts, t)), classes))
         chosen = max(TAUS, key=lambda t: (rows[f"fixed tau {t}"][-1][1], -t))
         rows["tau chosen on the graded fold"].append(rows[f"fixed tau {chosen}"][-1])
         cf, halves = cross_fitted(raw, y[va], counts)
-        rows["cross-fitted tau (as training grades now)"].append(graded(y[va], cf, ds.classes))
+        rows["cross-fitted tau (as training grades now)"].append(graded(y[va], cf, classes))
         check = abs(rows[f"fixed tau {tau}"][-1][1] - search[tau])
         print(f"fold {fold}: tau {tau} (recovered scores reproduce its search to {check:.4f}), halves chose {halves}; "
               f"cross-fitted accuracy {rows['cross-fitted tau (as training grades now)'][-1][0]:.4f}, "

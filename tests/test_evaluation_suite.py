@@ -256,6 +256,14 @@ def test_cv_command_end_to_end(shapes_dir, tmp_path):
     assert res["pooled_out_of_fold"]["accuracy"] == pytest.approx(agg["mean"], abs=1e-6)
     assert "mean ± std" in (out / "cv.md").read_text() and (out / "cv.csv").read_text().startswith("fold,")
     assert set(SECTIONS) | {"folds"} <= _parse(out / "report.html").ids
+    from wardrobe.errors import WardrobeError
+    from wardrobe.evaluation.cv import open_cv
+
+    again_cv, labels, y, oof = open_cv(out)  # a finished CV reopened for study (bench/cv_*.py)
+    assert again_cv["folds"] == 3 and len(labels) == 36 and oof.shape == (36, len(res["classes"]))
+    assert (oof.argmax(1) == y).mean() == pytest.approx(res["pooled_out_of_fold"]["accuracy"])
+    with pytest.raises(WardrobeError, match="not a finished cross-validation"):
+        open_cv(tmp_path)
     # --resume: the finished folds are reused (not trained again), the figures stay
     stamps = [(out / f"fold-{k}" / "model.safetensors").stat().st_mtime_ns for k in (1, 2, 3)]
     again = runner.invoke(app, ["cv", str(shapes_dir), "--folds", "3", "--out", str(out), "--workers", "0",

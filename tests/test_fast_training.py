@@ -120,13 +120,16 @@ def test_balanced_softmax_is_cross_entropy_on_prior_shifted_logits():
     assert torch.isclose(flat(logits, y), torch.nn.functional.cross_entropy(logits, y))
 
 
-def test_logit_adjustment_helps_rare_classes_and_is_nothing_on_balanced_data():
-    rng = np.random.default_rng(0)
-    # A model biased towards class 0 (frequent in training): rare class 1 loses its borderline photos.
+def _biased_towards_the_frequent_class(rng):
+    """A model biased towards class 0 (frequent in training): rare class 1 loses its borderline photos."""
     y = np.array([0] * 300 + [1] * 30)
     margin = np.where(y == 1, rng.normal(0.3, 1.0, len(y)), rng.normal(-2.0, 1.0, len(y)))
     logits = np.stack([np.zeros(len(y)), margin - 1.5], 1)
-    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return np.exp(logits) / np.exp(logits).sum(1, keepdims=True), y
+
+
+def test_logit_adjustment_helps_rare_classes_and_is_nothing_on_balanced_data():
+    probs, y = _biased_towards_the_frequent_class(np.random.default_rng(0))
     tau, bias, search = fit_logit_adjustment(probs, y, np.array([900, 90]))
     assert tau > 0 and bias[1] > bias[0]
     by_tau = {s["tau"]: s["val_f1_macro"] for s in search}
@@ -136,10 +139,7 @@ def test_logit_adjustment_helps_rare_classes_and_is_nothing_on_balanced_data():
 
 def test_cross_fitted_adjustment_grades_each_half_with_the_other_halfs_tau():
     rng = np.random.default_rng(1)
-    y = np.array([0] * 300 + [1] * 30)
-    margin = np.where(y == 1, rng.normal(0.3, 1.0, len(y)), rng.normal(-2.0, 1.0, len(y)))
-    logits = np.stack([np.zeros(len(y)), margin - 1.5], 1)
-    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    probs, y = _biased_towards_the_frequent_class(rng)
     counts = np.array([900, 90])
     graded, taus = cross_fitted(probs, y, counts)
     assert len(taus) == 2 and all(t > 0 for t in taus)

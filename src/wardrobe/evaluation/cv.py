@@ -287,6 +287,23 @@ def _write_tables(out: Path, rows: list[dict], agg: dict) -> None:
     (out / "cv.md").write_text("\n".join(lines) + "\n")
 
 
+def open_cv(cv_dir: str | Path) -> tuple[dict, list[str], np.ndarray, np.ndarray]:
+    """A finished CV, to study again: (cv.json, its photos' labels, their class indices, the
+    out-of-fold probabilities), with its data checked unchanged (``make_folds(labels, cv["folds"],
+    cv["seed"])`` gives its folds back)."""
+    cv_dir = Path(cv_dir)
+    try:
+        cv = json.loads((cv_dir / "cv.json").read_text())
+        oof = np.load(cv_dir / "out_of_fold_probs.npy")
+    except (OSError, ValueError) as e:
+        raise WardrobeError(f"{cv_dir}: not a finished cross-validation ({e})") from None
+    ds = load_dataset(cv["data"])
+    labels = [r.label for r in ds.records]
+    if ds.classes != cv["classes"] or len(labels) != cv["n_images"]:
+        raise WardrobeError(f"{cv_dir}: its data no longer matches {cv['data']}")
+    return cv, labels, np.array([ds.classes.index(c) for c in labels]), oof
+
+
 def cv_table(result: dict):
     """A Rich table of the folds and the mean ± std."""
 
