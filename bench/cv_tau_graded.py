@@ -5,10 +5,10 @@ so the figures read high. Training now grades validation with cross-fitted taus
 (training/posthoc.py: cross_fitted); this script regrades an earlier CV the same way from its
 out-of-fold probabilities, with no new inference, and prints fixed-tau rows beside it.
 
-Each fold model's out-of-fold probabilities are softmax((z + b) / T), b the fold's adjustment and T
-its calibration temperature, so z = T log p - b recovers the unadjusted scores up to a constant.
+Each fold model's unadjusted scores are recovered from its out-of-fold probabilities
+(training/posthoc.py: unadjusted_scores).
 
-Run: .venv/bin/python bench/cv_tau_graded.py CV_DIR   (e.g. runs/cv17-best17, from `wardrobe cv`)
+Run: .venv/bin/python bench/cv_tau_graded.py CV_DIR   (e.g. runs/cv17-best16, from `wardrobe cv` before session 18)
      .venv/bin/python bench/cv_tau_graded.py --run RUN   (one `wardrobe train` run: predicts its
      validation photos again, e.g. runs/best on clothing-top10)
 """
@@ -24,7 +24,7 @@ import numpy as np
 from wardrobe.data import load_dataset
 from wardrobe.evaluation.cv import make_folds, open_cv
 from wardrobe.metrics import compute_metrics, softmax
-from wardrobe.training.posthoc import TAUS, adjustment, cross_fitted
+from wardrobe.training.posthoc import TAUS, adjustment, cross_fitted, unadjusted_scores
 
 
 def graded(y: np.ndarray, probs: np.ndarray, classes: list[str]) -> tuple[float, float]:
@@ -46,14 +46,13 @@ def regrade_run(run: Path) -> None:
     y = np.array([ds.classes.index(r.label) for r in val])
     counts = np.bincount([ds.classes.index(r.label) for r in train], minlength=len(ds.classes))
     tau = config["logit_adjustment"]["tau"]
-    z = clf.temperature * np.log(np.clip(probs, 1e-12, None)) - adjustment(counts, tau)
+    z = unadjusted_scores(probs, clf.temperature, counts, tau)
     for t in TAUS:
-        m = compute_metrics(y, softmax(z + adjustment(counts, t)), ds.classes)
-        print(f"fixed tau {t}{' (chosen on these photos)' if t == tau else ''}: accuracy {m['accuracy']:.4f}, "
-              f"macro-F1 {m['f1_macro']:.4f}")
+        acc, f1 = graded(y, softmax(z + adjustment(counts, t)), ds.classes)
+        print(f"fixed tau {t}{' (chosen on these photos)' if t == tau else ''}: accuracy {acc:.4f}, macro-F1 {f1:.4f}")
     cf, halves = cross_fitted(softmax(z), y, counts)
-    m = compute_metrics(y, cf, ds.classes)
-    print(f"cross-fitted (halves chose {halves}): accuracy {m['accuracy']:.4f}, macro-F1 {m['f1_macro']:.4f}")
+    acc, f1 = graded(y, cf, ds.classes)
+    print(f"cross-fitted (halves chose {halves}): accuracy {acc:.4f}, macro-F1 {f1:.4f}")
 
 
 def main() -> None:
@@ -66,7 +65,6 @@ def main() -> None:
     cv, labels, y, oof = open_cv(args.cv_dir)
     if "out_of_fold" in cv:
         raise SystemExit(f"{args.cv_dir}: its out-of-fold probabilities are already graded with cross-fitted taus")
-    logp = np.log(np.clip(oof, 1e-12, None))
     classes = cv["classes"]
     k = len(classes)
     rows = {"tau chosen on the graded fold": [], "cross-fitted tau (as training grades now)": []}
@@ -74,18 +72,19 @@ def main() -> None:
     for fold, (tr, va) in enumerate(make_folds(labels, cv["folds"], cv["seed"]), start=1):
         fold_dir = args.cv_dir / f"fold-{fold}"
         config = json.loads((fold_dir / "config.json").read_text())
+        if "logit_adjustment" not in config:
+            raise SystemExit(f"{fold_dir}: not logit-adjusted; nothing to regrade")
         temp = json.loads((fold_dir / "metrics.json").read_text())["calibration"]["temperature"]
         counts = np.bincount(y[tr], minlength=k)
         tau = config["logit_adjustment"]["tau"]
-        z = temp * logp[va] - adjustment(counts, tau)
-        raw = softmax(z)
+        z = unadjusted_scores(oof[va], temp, counts, tau)
         search = {s["tau"]: s["val_f1_macro"] for s in config["logit_adjustment"]["search"]}
 
         for t in TAUS:
             rows[f"fixed tau {t}"].append(graded(y[va], softmax(z + adjustment(counts, t)), classes))
         chosen = max(TAUS, key=lambda t: (rows[f"fixed tau {t}"][-1][1], -t))
         rows["tau chosen on the graded fold"].append(rows[f"fixed tau {chosen}"][-1])
-        cf, halves = cross_fitted(raw, y[va], counts)
+        cf, halves = cross_fitted(softmax(z), y[va], counts)
         rows["cross-fitted tau (as training grades now)"].append(graded(y[va], cf, classes))
         check = abs(rows[f"fixed tau {tau}"][-1][1] - search[tau])
         print(f"fold {fold}: tau {tau} (recovered scores reproduce its search to {check:.4f}), halves chose {halves}; "

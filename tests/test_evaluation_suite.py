@@ -254,6 +254,7 @@ def test_cv_command_end_to_end(shapes_dir, tmp_path):
     assert agg["mean"] >= 0.9  # the shapes are easy
     # out-of-fold predictions from the cached embeddings agree with each fold's own validation figure
     assert res["pooled_out_of_fold"]["accuracy"] == pytest.approx(agg["mean"], abs=1e-6)
+    assert "out_of_fold" not in res  # probes choose no tau: nothing was regraded
     assert "mean ± std" in (out / "cv.md").read_text() and (out / "cv.csv").read_text().startswith("fold,")
     assert set(SECTIONS) | {"folds"} <= _parse(out / "report.html").ids
     from wardrobe.errors import WardrobeError

@@ -34,7 +34,7 @@ from wardrobe.models.registry import Backbone
 from wardrobe.training import train
 from wardrobe.training.embeddings import extract_embeddings
 from wardrobe.training.options import TrainOptions
-from wardrobe.training.posthoc import adjustment, cross_fitted
+from wardrobe.training.posthoc import cross_fitted, unadjusted_scores
 from wardrobe.training.runfolder import check_out, partial_dir
 from wardrobe.transforms import Preprocess
 from wardrobe.ui import info, warn
@@ -98,9 +98,8 @@ def graded_fold_probs(probs: np.ndarray, fold_dir: Path, y_val: np.ndarray,
                       train_counts: np.ndarray) -> tuple[np.ndarray, bool]:
     """A logit-adjusted fold model carries the tau its whole validation fold chose, which the
     pooled out-of-fold figures must not be graded with: they get cross-fitted taus instead, as
-    training grades its own figures (training/posthoc.py). The model's probabilities are
-    softmax((z + b) / T), so z = T log p - b recovers its unadjusted scores. Returns (probabilities,
-    whether they were regraded)."""
+    training grades its own figures (training/posthoc.py). Returns (probabilities, whether they
+    were regraded)."""
     try:
         tau = json.loads((fold_dir / "config.json").read_text())["logit_adjustment"]["tau"]
         temp = float(json.loads((fold_dir / "metrics.json").read_text())["calibration"]["temperature"])
@@ -108,7 +107,7 @@ def graded_fold_probs(probs: np.ndarray, fold_dir: Path, y_val: np.ndarray,
         return probs, False  # not logit-adjusted (or no calibration): nothing was chosen on this fold
     ok = ~np.isnan(probs).any(1)
     out = probs.copy()
-    z = temp * np.log(np.clip(probs[ok], 1e-12, None)) - adjustment(train_counts, tau)
+    z = unadjusted_scores(probs[ok], temp, train_counts, tau)
     out[ok] = cross_fitted(softmax(z), y_val[ok], train_counts)[0]
     return out, True
 
@@ -187,7 +186,7 @@ def cross_validate(data: str | Path, out: str | Path, folds: int = 5, seed: int 
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[c] for c in labels])
     oof = np.full((len(paths), len(classes)), np.nan, dtype=np.float32)
-    fold_rows = []
+    fold_rows, regraded = [], False
     info(f"{ds.name}: {len(paths)} photos, {len(classes)} classes, {folds} stratified folds (seed {seed})")
     _warn_fold_leakage(ds.records, splits, workers, show_progress)
     for k, (tr, va) in enumerate(splits, start=1):
@@ -207,6 +206,7 @@ def cross_validate(data: str | Path, out: str | Path, folds: int = 5, seed: int 
             raise WardrobeError(f"fold {k}: trained on classes {m['classes']}, expected {classes}")
         probs, errors = fold_probabilities(model_path, [paths[i] for i in va], batch_size or 32, workers, runtime)
         probs, graded = graded_fold_probs(probs, fold_dir, y[va], np.bincount(y[tr], minlength=len(classes)))
+        regraded |= graded
         if graded:  # the fold's figures as the pooled ones: tau never chosen on the photos graded
             good = ~np.isnan(probs).any(1)
             m = {**m, **compute_metrics(y[va][good], probs[good], classes)}
@@ -222,7 +222,8 @@ def cross_validate(data: str | Path, out: str | Path, folds: int = 5, seed: int 
     pooled = compute_metrics(y[ok], oof[ok], classes)
     result = {"data": str(data), "dataset": ds.name, "folds": folds, "seed": seed, "n_images": len(paths),
               "classes": classes, "train_options": {k: str(v) for k, v in train_options.items()},
-              "aggregate": agg, "fold_metrics": fold_rows, "out_of_fold": "graded with cross-fitted taus",
+              "aggregate": agg, "fold_metrics": fold_rows,
+              **({"out_of_fold": "graded with cross-fitted taus"} if regraded else {}),
               "pooled_out_of_fold": {k: v for k, v in pooled.items() if k != "per_class"} | {"per_class": pooled["per_class"]},
               "seconds": round(time.perf_counter() - t0, 2)}
     out.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,12 @@ def adjustment(train_counts: np.ndarray, tau: float) -> np.ndarray:
     return (bias - bias.mean()).astype(np.float32)  # a constant shift changes nothing; keep it centred
 
 
+def unadjusted_scores(probs: np.ndarray, temperature: float, train_counts: np.ndarray, tau: float) -> np.ndarray:
+    """A logit-adjusted model's scores before its adjustment (up to a constant per photo): its
+    calibrated probabilities are softmax((z + b) / T), so z = T log p - b."""
+    return temperature * np.log(np.clip(probs, 1e-12, None)) - adjustment(train_counts, tau)
+
+
 def fit_logit_adjustment(val_probs: np.ndarray, val_labels: np.ndarray, train_counts: np.ndarray,
                          taus=TAUS) -> tuple[float, np.ndarray, list[dict]]:
     """(tau, per-class bias to add to the logits, the search) maximising validation macro-F1; ties go
