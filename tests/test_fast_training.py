@@ -182,12 +182,14 @@ def test_bool_flags_from_the_command_line(tiny, tmp_path):
     res = CliRunner().invoke(app, ["train", str(tiny), "--out", str(out), "--mode", "scratch", "--model", "simple_cnn",
                                    "--image-size", "64", "--epochs", "1", "--batch-size", "8", "--workers", "0",
                                    "--val-ratio", "0.34", "--freeze-bn", "--logit-adjust", "--degrade", "0.5",
-                                   "--loss", "balanced"])
-    assert res.exit_code == 0, res.output
+                                   "--loss", "balanced", "--ema", "0.9"])
+    assert res.exit_code == 0, res.output  # best.ckpt (the moving average) reloads with the balanced loss
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["fit"]["freeze_bn"] is True and cfg["fit"]["logit_adjust"] is True and cfg["fit"]["loss"] == "balanced"
     assert cfg["fit"]["augment"]["degrade"] == 0.5 and "tau" in cfg["logit_adjustment"]
     assert cfg["logit_adjustment"]["validation_figures"] == "cross-fitted"  # never graded with its own tau
+    # balanced softmax has the prior built in: the search can only give part of it back
+    assert [s["tau"] for s in cfg["logit_adjustment"]["search"]] == [0.0, -0.25, -0.5, -0.75, -1.0]
 
 
 def test_head_init_probe_starts_the_head_from_the_logistic_regression(tiny, tmp_path):

@@ -34,7 +34,7 @@ from wardrobe.models.registry import Backbone
 from wardrobe.training import train
 from wardrobe.training.embeddings import extract_embeddings
 from wardrobe.training.options import TrainOptions
-from wardrobe.training.posthoc import cross_fitted, unadjusted_scores
+from wardrobe.training.posthoc import cross_fitted, taus_for, unadjusted_scores
 from wardrobe.training.runfolder import check_out, partial_dir
 from wardrobe.transforms import Preprocess
 from wardrobe.ui import info, warn
@@ -101,14 +101,15 @@ def graded_fold_probs(probs: np.ndarray, fold_dir: Path, y_val: np.ndarray,
     training grades its own figures (training/posthoc.py). Returns (probabilities, whether they
     were regraded)."""
     try:
-        tau = json.loads((fold_dir / "config.json").read_text())["logit_adjustment"]["tau"]
+        config = json.loads((fold_dir / "config.json").read_text())
+        tau, loss = config["logit_adjustment"]["tau"], config["fit"].get("loss", "ce")
         temp = float(json.loads((fold_dir / "metrics.json").read_text())["calibration"]["temperature"])
     except (OSError, ValueError, KeyError, TypeError):
         return probs, False  # not logit-adjusted (or no calibration): nothing was chosen on this fold
     ok = ~np.isnan(probs).any(1)
     out = probs.copy()
     z = unadjusted_scores(probs[ok], temp, train_counts, tau)
-    out[ok] = cross_fitted(softmax(z), y_val[ok], train_counts)[0]
+    out[ok] = cross_fitted(softmax(z), y_val[ok], train_counts, taus_for(loss))[0]
     return out, True
 
 

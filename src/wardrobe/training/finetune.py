@@ -27,7 +27,7 @@ from wardrobe.training.callbacks import EpochLog, FitScheduleToBudget, OverfitWa
 from wardrobe.training.config import FitConfig
 from wardrobe.training.datamodule import PhotoDataModule, loader
 from wardrobe.training.module import ClassifierModule
-from wardrobe.training.posthoc import cross_fitted, fit_logit_adjustment
+from wardrobe.training.posthoc import cross_fitted, fit_logit_adjustment, taus_for
 from wardrobe.training.probe import attach_head, default_levels, probe_init
 from wardrobe.training.runfolder import RunResult
 from wardrobe.ui import info
@@ -82,7 +82,7 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
         embeddings = (predict_probs(model, data.train_eval_set(), data.workers)[1], val_emb)
     extra, graded = {}, probs
     if cfg.logit_adjust and probs is not None:
-        probs, graded, extra["logit_adjustment"] = _adjust_logits(model, probs, data)
+        probs, graded, extra["logit_adjustment"] = _adjust_logits(model, probs, data, cfg.loss)
     metrics = compute_metrics(data.val_labels, graded, ds.classes) if probs is not None else {}
     rows = epoch_log.rows
     best = (int(np.argmax([r["val_f1_macro"] for r in rows]) + 1) if has_val else len(rows)) if rows else None
@@ -96,18 +96,20 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
                      validation=(probs, data.val_labels) if probs is not None else None, embeddings=embeddings)
 
 
-def _adjust_logits(model, probs: np.ndarray, data: PhotoDataModule) -> tuple[np.ndarray, np.ndarray, dict]:
+def _adjust_logits(model, probs: np.ndarray, data: PhotoDataModule,
+                   loss: str) -> tuple[np.ndarray, np.ndarray, dict]:
     """Post-hoc logit adjustment chosen on validation, folded into the head's bias so that every
     export of the model carries it. Returns the validation probabilities the adjusted model gives
     (calibration and trusted-label thresholds fit those), the cross-fitted ones the validation
     figures are graded on (posthoc.cross_fitted), and the search."""
     counts = np.bincount(data.train_labels, minlength=probs.shape[1])
-    tau, bias, search = fit_logit_adjustment(probs, data.val_labels, counts)
+    taus = taus_for(loss)
+    tau, bias, search = fit_logit_adjustment(probs, data.val_labels, counts, taus)
     with torch.no_grad():
         head_linear(model).bias += torch.from_numpy(bias)
     info(f"logit adjustment: tau {tau} (validation macro-F1 " +
          ", ".join(f"{s['tau']}: {s['val_f1_macro']:.4f}" for s in search) + ")")
-    graded, halves = cross_fitted(probs, data.val_labels, counts)
+    graded, halves = cross_fitted(probs, data.val_labels, counts, taus)
     adjusted = softmax(np.log(np.clip(probs, 1e-12, None)) + bias)
     how = "cross-fitted" if len(halves) == 2 else "with its own tau (too few photos to halve)"
     return adjusted, graded, {"tau": tau, "search": search, "validation_figures": how, "half_taus": halves}

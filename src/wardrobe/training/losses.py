@@ -24,7 +24,10 @@ class BalancedSoftmax(nn.Module):
     def __init__(self, labels: np.ndarray, num_classes: int, label_smoothing: float = 0.0):
         super().__init__()
         counts = np.maximum(np.bincount(labels, minlength=num_classes), 1).astype(np.float64)
-        self.register_buffer("log_prior", torch.tensor(np.log(counts / counts.sum()), dtype=torch.float32))
+        # not saved: it is rebuilt from the training labels, and a moving average of the weights
+        # (--ema) copies the network before this loss exists, so best.ckpt would lack it
+        self.register_buffer("log_prior", torch.tensor(np.log(counts / counts.sum()), dtype=torch.float32),
+                             persistent=False)
         self.label_smoothing = label_smoothing
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

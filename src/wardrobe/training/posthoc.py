@@ -15,6 +15,14 @@ from sklearn.model_selection import StratifiedKFold
 from wardrobe.metrics import softmax
 
 TAUS = (0.0, 0.25, 0.5, 0.75, 1.0)
+# A network trained with balanced softmax already scores for a balanced world (tau 1 built in); the
+# search then runs the other way, giving back part of the prior for accuracy. 0 first: ties keep it.
+TAUS_AFTER_BALANCED = (0.0, -0.25, -0.5, -0.75, -1.0)
+
+
+def taus_for(loss: str) -> tuple[float, ...]:
+    """The tau grid of the post-hoc search for a network trained with ``loss``."""
+    return TAUS_AFTER_BALANCED if loss == "balanced" else TAUS
 
 
 def adjustment(train_counts: np.ndarray, tau: float) -> np.ndarray:
@@ -32,7 +40,7 @@ def unadjusted_scores(probs: np.ndarray, temperature: float, train_counts: np.nd
 def fit_logit_adjustment(val_probs: np.ndarray, val_labels: np.ndarray, train_counts: np.ndarray,
                          taus=TAUS) -> tuple[float, np.ndarray, list[dict]]:
     """(tau, per-class bias to add to the logits, the search) maximising validation macro-F1; ties go
-    to the smaller tau (less change to the trained model)."""
+    to the tau listed first (the least change to the trained model)."""
     logp = np.log(np.clip(val_probs, 1e-12, None))
     labels = np.arange(val_probs.shape[1])
     best, search = None, []
