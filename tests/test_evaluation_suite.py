@@ -345,7 +345,7 @@ def test_probe_5fold_cv_on_clothing17(tmp_path):
 def test_cv_regrades_a_logit_adjusted_fold_with_cross_fitted_taus(tmp_path):
     from wardrobe.evaluation.cv import graded_fold_probs
     from wardrobe.metrics import softmax
-    from wardrobe.training.posthoc import adjustment, cross_fitted
+    from wardrobe.training.posthoc import TAUS_AFTER_BALANCED, adjustment, cross_fitted
 
     rng = np.random.default_rng(0)
     y = np.array([0] * 60 + [1] * 30 + [2] * 10)
@@ -364,3 +364,10 @@ def test_cv_regrades_a_logit_adjusted_fold_with_cross_fitted_taus(tmp_path):
     assert graded and np.isnan(out[3]).all()
     expect, _ = cross_fitted(softmax(z[ok]), y[ok], counts)
     assert np.allclose(out[ok], expect, atol=1e-6)
+    # a fold trained with balanced softmax is regraded on its own grid (tau 0 to -1)
+    (fold / "config.json").write_text(json.dumps({"logit_adjustment": {"tau": -0.5, "search": []},
+                                                  "fit": {"loss": "balanced"}}))
+    shipped = softmax((z + adjustment(counts, -0.5)) / 0.5)
+    out, graded = graded_fold_probs(shipped, fold, y, counts)
+    expect, halves = cross_fitted(softmax(z), y, counts, TAUS_AFTER_BALANCED)
+    assert graded and np.allclose(out, expect, atol=1e-6) and all(t <= 0 for t in halves)

@@ -102,7 +102,7 @@ def graded_fold_probs(probs: np.ndarray, fold_dir: Path, y_val: np.ndarray,
     were regraded)."""
     try:
         config = json.loads((fold_dir / "config.json").read_text())
-        tau, loss = config["logit_adjustment"]["tau"], config["fit"].get("loss", "ce")
+        tau, loss = config["logit_adjustment"]["tau"], config.get("fit", {}).get("loss", "ce")
         temp = float(json.loads((fold_dir / "metrics.json").read_text())["calibration"]["temperature"])
     except (OSError, ValueError, KeyError, TypeError):
         return probs, False  # not logit-adjusted (or no calibration): nothing was chosen on this fold
