@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from wardrobe.evaluation.cv import make_folds, open_cv
+from wardrobe.training.posthoc import adjustment
 
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4)
 
@@ -33,8 +34,7 @@ def main() -> None:
     def fold_means(logp: np.ndarray, tau: float = 0.0) -> tuple[float, float]:
         rows = []
         for tr, va in folds:
-            prior = np.maximum(np.bincount(y[tr], minlength=k), 1) / len(tr)
-            pred = (logp[va] - tau * np.log(prior)).argmax(1)
+            pred = (logp[va] + adjustment(np.bincount(y[tr], minlength=k), tau)).argmax(1)
             rows.append(((pred == y[va]).mean(), f1_score(y[va], pred, average="macro", labels=np.arange(k),
                                                           zero_division=0)))
         return tuple(np.mean(rows, axis=0))

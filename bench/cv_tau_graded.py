@@ -24,7 +24,7 @@ import numpy as np
 from wardrobe.data import load_dataset
 from wardrobe.evaluation.cv import make_folds, open_cv
 from wardrobe.metrics import compute_metrics, softmax
-from wardrobe.training.posthoc import TAUS, adjustment, cross_fitted, unadjusted_scores
+from wardrobe.training.posthoc import adjustment, cross_fitted, taus_for, unadjusted_scores
 
 
 def graded(y: np.ndarray, probs: np.ndarray, classes: list[str]) -> tuple[float, float]:
@@ -45,12 +45,12 @@ def regrade_run(run: Path) -> None:
     probs = clf.predict_proba([r.path for r in val])[0]
     y = np.array([ds.classes.index(r.label) for r in val])
     counts = np.bincount([ds.classes.index(r.label) for r in train], minlength=len(ds.classes))
-    tau = config["logit_adjustment"]["tau"]
+    tau, taus = config["logit_adjustment"]["tau"], taus_for(config["fit"]["loss"])
     z = unadjusted_scores(probs, clf.temperature, counts, tau)
-    for t in TAUS:
+    for t in taus:
         acc, f1 = graded(y, softmax(z + adjustment(counts, t)), ds.classes)
         print(f"fixed tau {t}{' (chosen on these photos)' if t == tau else ''}: accuracy {acc:.4f}, macro-F1 {f1:.4f}")
-    cf, halves = cross_fitted(softmax(z), y, counts)
+    cf, halves = cross_fitted(softmax(z), y, counts, taus)
     acc, f1 = graded(y, cf, ds.classes)
     print(f"cross-fitted (halves chose {halves}): accuracy {acc:.4f}, macro-F1 {f1:.4f}")
 
@@ -68,7 +68,6 @@ def main() -> None:
     classes = cv["classes"]
     k = len(classes)
     rows = {"tau chosen on the graded fold": [], "cross-fitted tau (as training grades now)": []}
-    rows |= {f"fixed tau {t}": [] for t in TAUS}
     for fold, (tr, va) in enumerate(make_folds(labels, cv["folds"], cv["seed"]), start=1):
         fold_dir = args.cv_dir / f"fold-{fold}"
         config = json.loads((fold_dir / "config.json").read_text())
@@ -76,15 +75,15 @@ def main() -> None:
             raise SystemExit(f"{fold_dir}: not logit-adjusted; nothing to regrade")
         temp = json.loads((fold_dir / "metrics.json").read_text())["calibration"]["temperature"]
         counts = np.bincount(y[tr], minlength=k)
-        tau = config["logit_adjustment"]["tau"]
+        tau, taus = config["logit_adjustment"]["tau"], taus_for(config.get("fit", {}).get("loss", "ce"))
         z = unadjusted_scores(oof[va], temp, counts, tau)
         search = {s["tau"]: s["val_f1_macro"] for s in config["logit_adjustment"]["search"]}
 
-        for t in TAUS:
-            rows[f"fixed tau {t}"].append(graded(y[va], softmax(z + adjustment(counts, t)), classes))
-        chosen = max(TAUS, key=lambda t: (rows[f"fixed tau {t}"][-1][1], -t))
+        for t in taus:  # the grid the fold searched: balanced softmax searches 0 to -1
+            rows.setdefault(f"fixed tau {t}", []).append(graded(y[va], softmax(z + adjustment(counts, t)), classes))
+        chosen = max(taus, key=lambda t: (rows[f"fixed tau {t}"][-1][1], -abs(t)))
         rows["tau chosen on the graded fold"].append(rows[f"fixed tau {chosen}"][-1])
-        cf, halves = cross_fitted(softmax(z), y[va], counts)
+        cf, halves = cross_fitted(softmax(z), y[va], counts, taus)
         rows["cross-fitted tau (as training grades now)"].append(graded(y[va], cf, classes))
         check = abs(rows[f"fixed tau {tau}"][-1][1] - search[tau])
         print(f"fold {fold}: tau {tau} (recovered scores reproduce its search to {check:.4f}), halves chose {halves}; "

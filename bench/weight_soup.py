@@ -16,7 +16,13 @@ import shutil
 from pathlib import Path
 
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+
+
+def read_model(run: Path) -> tuple[dict, dict]:
+    """A run's model file in one read: (its metadata, its tensors)."""
+    with safe_open(str(run / "model.safetensors"), "pt") as f:
+        return f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
 
 
 def main() -> None:
@@ -28,15 +34,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.out.exists():
         raise SystemExit(f"{args.out} exists; choose a new folder")
-    metas = []
-    for run in (args.run_a, args.run_b):
-        with safe_open(str(run / "model.safetensors"), "pt") as f:
-            metas.append(f.metadata())
-    ma, mb = (json.loads(m["wardrobe"]) for m in metas)
+    (meta, a), (meta_b, b) = (read_model(run) for run in (args.run_a, args.run_b))
+    ma, mb = json.loads(meta["wardrobe"]), json.loads(meta_b["wardrobe"])
     if (ma["arch"], ma["classes"]) != (mb["arch"], mb["classes"]):
         raise SystemExit("the two runs differ in network or classes")
-    a, b = load_file(args.run_a / "model.safetensors"), load_file(args.run_b / "model.safetensors")
-    meta = metas[0]
     w = args.weight
     soup = {k: ((1 - w) * v.float() + w * b[k].float()).to(v.dtype) if v.is_floating_point() else v
             for k, v in a.items()}
