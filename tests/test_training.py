@@ -21,6 +21,8 @@ from wardrobe.data.images import load_image
 from wardrobe.data.pixelcache import PixelCache, cache_preprocess
 from wardrobe.errors import WardrobeError
 from wardrobe.training.augment import train_transform
+from wardrobe.training.config import FitConfig
+from wardrobe.training.datamodule import make_sampler
 from wardrobe.training.knobs import AUGMENT_PRESETS, Augment, resolve_augment
 from wardrobe.training.losses import FocalLoss, class_weights
 from wardrobe.transforms import Preprocess
@@ -63,7 +65,7 @@ def test_every_mode_and_registry_model_trains_and_predicts(tiny, tmp_path, mode,
 @pytest.mark.parametrize("opts", [
     dict(loss="weighted_ce"), dict(loss="focal", focal_gamma=1.5), dict(loss="ce", label_smoothing=0.0),
     dict(optimizer="sgd", scheduler="cosine", warmup_epochs=0.5), dict(scheduler="plateau"), dict(scheduler="none"),
-    dict(sampler="balanced"), dict(balance=5), dict(trainable="head"), dict(trainable="last:2"),
+    dict(sampler="balanced"), dict(sampler="sqrt"), dict(balance=5), dict(trainable="head"), dict(trainable="last:2"),
     dict(epochs=2, head_epochs=1, backbone_lr_mult=0.1),
 ])
 def test_losses_schedulers_samplers_and_freezing_run(tiny, tmp_path, opts):
@@ -72,6 +74,18 @@ def test_losses_schedulers_samplers_and_freezing_run(tiny, tmp_path, opts):
     for k, v in opts.items():
         assert cfg[k] == v
     assert len(_rows(res.out)) == opts.get("epochs", 1)
+
+
+def test_samplers_draw_classes_in_the_stated_shares():
+    labels = np.repeat([0, 1, 2], [400, 100, 25])
+    shares = {}
+    for name in ("balanced", "sqrt"):
+        drawn = labels[list(make_sampler(labels, 3, FitConfig(sampler=name).validate()))]
+        assert len(drawn) == len(labels)  # an epoch stays one pass's worth of draws
+        shares[name] = np.bincount(drawn, minlength=3) / len(drawn)
+    np.testing.assert_allclose(shares["balanced"], [1 / 3] * 3, atol=0.06)
+    np.testing.assert_allclose(shares["sqrt"], np.array([20, 10, 5]) / 35, atol=0.06)  # sqrt(400), sqrt(100), sqrt(25)
+    assert make_sampler(labels, 3, FitConfig().validate()) is None
 
 
 @pytest.mark.parametrize("knob", [dict(hflip=1.0), dict(rotation=20.0), dict(crop_scale=0.3),

@@ -94,11 +94,13 @@ class PhotoDataModule(L.LightningDataModule):
 
 
 def make_sampler(labels: np.ndarray, num_classes: int, cfg: FitConfig):
-    """Class-balanced sampling (each class equally likely), or --balance N: N draws per class per epoch."""
+    """Class-balanced sampling (each class equally likely), square-root sampling (a class's share in
+    proportion to the square root of its count: rare classes seen more often, frequent ones still
+    seen most), or --balance N: N draws per class per epoch."""
     if cfg.sampler == "none" and not cfg.balance:
         return None
     counts = np.bincount(labels, minlength=num_classes)
-    weights = 1.0 / counts[labels]
+    weights = 1.0 / (np.sqrt(counts[labels]) if cfg.sampler == "sqrt" and not cfg.balance else counts[labels])
     n = cfg.balance * int((counts > 0).sum()) if cfg.balance else len(labels)
     return WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), num_samples=n, replacement=True,
                                  generator=torch.Generator().manual_seed(cfg.seed))
