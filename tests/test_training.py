@@ -22,7 +22,7 @@ from wardrobe.data.pixelcache import PixelCache, cache_preprocess
 from wardrobe.errors import WardrobeError
 from wardrobe.training.augment import train_transform
 from wardrobe.training.config import FitConfig
-from wardrobe.training.datamodule import make_sampler
+from wardrobe.training.datamodule import make_sampler, resolve_sampler
 from wardrobe.training.knobs import AUGMENT_PRESETS, Augment, resolve_augment
 from wardrobe.training.losses import FocalLoss, class_weights
 from wardrobe.transforms import Preprocess
@@ -65,7 +65,7 @@ def test_every_mode_and_registry_model_trains_and_predicts(tiny, tmp_path, mode,
 @pytest.mark.parametrize("opts", [
     dict(loss="weighted_ce"), dict(loss="focal", focal_gamma=1.5), dict(loss="ce", label_smoothing=0.0),
     dict(optimizer="sgd", scheduler="cosine", warmup_epochs=0.5), dict(scheduler="plateau"), dict(scheduler="none"),
-    dict(sampler="balanced"), dict(sampler="sqrt"), dict(balance=5), dict(trainable="head"), dict(trainable="last:2"),
+    dict(sampler="balanced"), dict(sampler="sqrt"), dict(sampler="auto"), dict(balance=5), dict(trainable="head"), dict(trainable="last:2"),
     dict(epochs=2, head_epochs=1, backbone_lr_mult=0.1),
 ])
 def test_losses_schedulers_samplers_and_freezing_run(tiny, tmp_path, opts):
@@ -74,6 +74,9 @@ def test_losses_schedulers_samplers_and_freezing_run(tiny, tmp_path, opts):
     for k, v in opts.items():
         assert cfg[k] == v
     assert len(_rows(res.out)) == opts.get("epochs", 1)
+    if "sampler" in opts:  # the sampler the run used; auto on tiny's equal classes is none
+        used = json.loads((res.out / "config.json").read_text())["sampler"]
+        assert used == {"auto": "none"}.get(opts["sampler"], opts["sampler"])
 
 
 def test_samplers_draw_classes_in_the_stated_shares():
@@ -86,6 +89,12 @@ def test_samplers_draw_classes_in_the_stated_shares():
     np.testing.assert_allclose(shares["balanced"], [1 / 3] * 3, atol=0.06)
     np.testing.assert_allclose(shares["sqrt"], np.array([20, 10, 5]) / 35, atol=0.06)  # sqrt(400), sqrt(100), sqrt(25)
     assert make_sampler(labels, 3, FitConfig().validate()) is None
+    # auto: square-root sampling on a long tail (16x here), none on a mild imbalance (4x)
+    assert resolve_sampler("auto", np.bincount(labels)) == "sqrt"
+    assert resolve_sampler("auto", np.array([400, 100, 0, 25])) == "sqrt"  # an empty class is not the smallest
+    assert resolve_sampler("auto", np.array([400, 100, 0])) == "none"
+    assert make_sampler(labels[labels < 2], 3, FitConfig(sampler="auto").validate()) is None
+    assert len(list(make_sampler(labels, 3, FitConfig(sampler="auto").validate()))) == len(labels)
 
 
 @pytest.mark.parametrize("knob", [dict(hflip=1.0), dict(rotation=20.0), dict(crop_scale=0.3),
