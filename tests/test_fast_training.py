@@ -162,6 +162,7 @@ def test_best_preset_is_the_fast_robust_recipe():
     assert best.max_minutes <= 30
     assert best.levels is None  # multi-level head wherever the network has the stages
     assert best.resize == "squash"  # the whole garment in view (docs/benchmarks.md, session 17)
+    assert best.sampler == "auto"  # square-root sampling on a long tail, none on clothing-top10 (session 20)
 
 
 def test_training_workers_default_to_none_on_two_cores(monkeypatch):

@@ -46,3 +46,18 @@ def test_clothing17_preset_counts():
     assert len(ds.classes) == 17
     assert not {"Not sure", "Other", "Skip"} & set(ds.classes)
     assert ds.skipped.counts()["missing file"] >= 1  # upstream rows whose file is absent are reported
+
+
+def test_best_preset_samples_by_square_root_on_clothing17_only():
+    # clothing-17's largest class has 47x the photos of its smallest, clothing-top10's 7x: the
+    # square-root sampling that won clothing-17's CV must leave the top-10 recipe as it was tuned.
+    import numpy as np
+
+    from wardrobe.data import load_dataset
+    from wardrobe.training.datamodule import resolve_sampler
+
+    for name, want in (("clothing-17", "sqrt"), ("clothing-top10", "none")):
+        ds = load_dataset(name)
+        train = ds.split("train") or ds.records  # clothing-17 has no split column: its counts as a whole
+        counts = np.bincount([ds.classes.index(r.label) for r in train], minlength=len(ds.classes))
+        assert resolve_sampler("auto", counts) == want, (name, counts)
