@@ -518,8 +518,8 @@ def test_every_mode_writes_the_same_run_folder_layout(tiny, tmp_path):
     metrics.json's keys (duplicates across splits included)."""
     probe = wardrobe.train(tiny, tmp_path / "probe", workers=0, val_ratio=0.34, show_progress=False)
     scratch = _train(tiny, tmp_path)
-    mode_own = {"fit", "head", "levels", "noise"}
+    mode_own = {"fit", "sampler", "head", "levels", "noise"}  # sampler: the one a network run drew batches by
     assert set(probe.config) - mode_own == set(scratch.config) - mode_own
-    assert {"head", "levels", "noise"} <= set(probe.config) and "fit" in scratch.config
+    assert {"head", "levels", "noise"} <= set(probe.config) and {"fit", "sampler"} <= set(scratch.config)
     assert set(probe.metrics) - {"timings"} == set(scratch.metrics) - {"timings"}
     assert "duplicates_across_splits" in scratch.metrics and scratch.config["weights"] == "random"
