@@ -14,8 +14,7 @@ import json
 import numpy as np
 from sklearn.metrics import f1_score
 
-from wardrobe.data import load_dataset
-from wardrobe.evaluation.cv import make_folds, open_cv
+from wardrobe.evaluation.cv import open_cv_photos
 from wardrobe.inference import Classifier
 from wardrobe.metrics import softmax
 from wardrobe.training.posthoc import TAUS, adjustment, cross_fitted, unadjusted_scores
@@ -28,8 +27,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("cv_dir")
     args = ap.parse_args()
-    cv, labels, y, _ = open_cv(args.cv_dir)
-    paths = [r.path for r in load_dataset(cv["data"]).records]
+    cv, y, _, paths, folds = open_cv_photos(args.cv_dir)
     k = len(cv["classes"])
     rows = {t: [] for t in GRID}
     fitted = {TAUS: [], BOTH_WAYS: []}
@@ -37,7 +35,7 @@ def main() -> None:
     def score(yv, pred):
         return (pred == yv).mean(), f1_score(yv, pred, average="macro", labels=np.arange(k), zero_division=0)
 
-    for i, (tr, va) in enumerate(make_folds(labels, cv["folds"], cv["seed"]), 1):
+    for i, (tr, va) in enumerate(folds, 1):
         fold = f"{args.cv_dir}/fold-{i}"
         tau = json.loads(open(f"{fold}/config.json").read())["logit_adjustment"]["tau"]
         clf = Classifier.load(fold)

@@ -17,9 +17,8 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score
 
-from wardrobe.data import load_dataset
 from wardrobe.data.loader import iter_pixel_batches
-from wardrobe.evaluation.cv import make_folds, open_cv
+from wardrobe.evaluation.cv import open_cv_photos
 from wardrobe.inference import Classifier
 from wardrobe.unknown import normalise
 
@@ -55,9 +54,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("cv_dir")
     args = ap.parse_args()
-    cv, labels, y, oof = open_cv(args.cv_dir)
-    paths = [r.path for r in load_dataset(cv["data"]).records]
-    n_cls, folds = oof.shape[1], make_folds(labels, cv["folds"], cv["seed"])
+    cv, y, oof, paths, folds = open_cv_photos(args.cv_dir)
+    n_cls = oof.shape[1]
     sims_per_fold = []
     for i, (tr, va) in enumerate(folds, 1):
         clf = Classifier.load(f"{args.cv_dir}/fold-{i}")

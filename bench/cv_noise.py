@@ -13,8 +13,7 @@ import argparse
 
 import numpy as np
 
-from wardrobe.data import load_dataset
-from wardrobe.evaluation.cv import make_folds, open_cv
+from wardrobe.evaluation.cv import open_cv_photos
 from wardrobe.evaluation.robustness import CORRUPTIONS, robustness
 from wardrobe.inference import Classifier
 
@@ -25,9 +24,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--corruption", default="gaussian_noise_0.1", choices=list(CORRUPTIONS))
     args = ap.parse_args()
-    cv, labels, y, _ = open_cv(args.cv_dir)
-    paths = [r.path for r in load_dataset(cv["data"]).records]
-    folds = make_folds(labels, cv["folds"], cv["seed"])
+    _, y, _, paths, folds = open_cv_photos(args.cv_dir)
     clean, noisy, total = np.zeros(args.seeds), np.zeros(args.seeds), 0
     for i, (_, va) in enumerate(folds, 1):
         clf = Classifier.load(f"{args.cv_dir}/fold-{i}")

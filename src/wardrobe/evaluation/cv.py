@@ -306,6 +306,14 @@ def open_cv(cv_dir: str | Path) -> tuple[dict, list[str], np.ndarray, np.ndarray
     return cv, labels, np.array([ds.classes.index(c) for c in labels]), oof
 
 
+def open_cv_photos(cv_dir: str | Path) -> tuple[dict, np.ndarray, np.ndarray, list, list]:
+    """``open_cv`` for studies that score the photos again with the fold models (``fold-K``):
+    (cv.json, class indices, out-of-fold probabilities, the photos' paths, the folds)."""
+    cv, labels, y, oof = open_cv(cv_dir)
+    paths = [r.path for r in load_dataset(cv["data"]).records]
+    return cv, y, oof, paths, make_folds(labels, cv["folds"], cv["seed"])
+
+
 def cv_table(result: dict):
     """A Rich table of the folds and the mean ± std."""
 
