@@ -41,7 +41,7 @@ def embed(clf: Classifier, paths: list) -> np.ndarray:
     return normalise(out)
 
 
-def votes(sims: np.ndarray, ytr: np.ndarray, k: int, n_cls: int, k_nn: int, temp: float, alpha: float) -> np.ndarray:
+def votes(sims: np.ndarray, ytr: np.ndarray, n_cls: int, k_nn: int, temp: float, alpha: float) -> np.ndarray:
     top = np.argpartition(-sims, k_nn, axis=1)[:, :k_nn]
     w = np.exp(np.take_along_axis(sims, top, 1) / temp)
     v = np.zeros((len(sims), n_cls))
@@ -71,7 +71,7 @@ def main() -> None:
 
     def mixed(cfg, fold):
         (k_nn, temp, alpha, w), (tr, va) = cfg, folds[fold]
-        v = votes(sims_per_fold[fold], y[tr], 0, n_cls, k_nn, temp, alpha)
+        v = votes(sims_per_fold[fold], y[tr], n_cls, k_nn, temp, alpha)
         return (1 - w) * oof[va] + w * v
 
     def score(cfg, fold):

@@ -93,6 +93,7 @@ def test_samplers_draw_classes_in_the_stated_shares():
     assert resolve_sampler("auto", np.bincount(labels)) == "sqrt"
     assert resolve_sampler("auto", np.array([400, 100, 0, 25])) == "sqrt"  # an empty class is not the smallest
     assert resolve_sampler("auto", np.array([400, 100, 0])) == "none"
+    assert resolve_sampler("none", np.bincount(labels), balance=5) == "balanced"  # --balance N draws classes alike
     assert make_sampler(labels[labels < 2], 3, FitConfig(sampler="auto").validate()) is None
     assert len(list(make_sampler(labels, 3, FitConfig(sampler="auto").validate()))) == len(labels)
 

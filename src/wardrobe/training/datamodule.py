@@ -70,7 +70,8 @@ class PhotoDataModule(L.LightningDataModule):
             raise WardrobeError(f"{self.ds.name}: class {', '.join(map(repr, missing))} has no usable training photo")
         self.train_set = self._dataset(self.train_ids, train_transform(self.cfg.augment, self.pre, self.cfg.train_size))
         self.val_set = self._dataset(self.val_ids, eval_transform(self.pre)) if self.val_ids else None
-        self.sampler_used = resolve_sampler(self.cfg.sampler, np.bincount(self.labels[self.train_ids], minlength=k))
+        self.sampler_used = resolve_sampler(self.cfg.sampler, np.bincount(self.labels[self.train_ids], minlength=k),
+                                            self.cfg.balance)
         if self.cfg.sampler == "auto":
             info(f"sampler: {self.sampler_used} (--sampler auto: square-root sampling when the largest class has "
                  f"{LONG_TAIL_RATIO}x the photos of the smallest)")
@@ -102,8 +103,11 @@ class PhotoDataModule(L.LightningDataModule):
         return self.labels[self.val_ids]
 
 
-def resolve_sampler(name: str, counts: np.ndarray) -> str:
-    """The sampler ``name`` stands for on training classes of these counts (auto: sqrt when long-tailed)."""
+def resolve_sampler(name: str, counts: np.ndarray, balance: int | None = None) -> str:
+    """The sampler ``name`` stands for on training classes of these counts (auto: sqrt when
+    long-tailed); --balance N draws every class alike whatever the name."""
+    if balance:
+        return "balanced"
     if name != "auto":
         return name
     present = counts[counts > 0]
@@ -115,10 +119,10 @@ def make_sampler(labels: np.ndarray, num_classes: int, cfg: FitConfig):
     proportion to the square root of its count: rare classes seen more often, frequent ones still
     seen most), or --balance N: N draws per class per epoch."""
     counts = np.bincount(labels, minlength=num_classes)
-    sampler = resolve_sampler(cfg.sampler, counts)
-    if sampler == "none" and not cfg.balance:
+    sampler = resolve_sampler(cfg.sampler, counts, cfg.balance)
+    if sampler == "none":
         return None
-    weights = 1.0 / (np.sqrt(counts[labels]) if sampler == "sqrt" and not cfg.balance else counts[labels])
+    weights = 1.0 / (np.sqrt(counts[labels]) if sampler == "sqrt" else counts[labels])
     n = cfg.balance * int((counts > 0).sum()) if cfg.balance else len(labels)
     return WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), num_samples=n, replacement=True,
                                  generator=torch.Generator().manual_seed(cfg.seed))

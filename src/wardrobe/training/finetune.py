@@ -80,7 +80,7 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     embeddings = None
     if val_emb is not None and has_embedding(model):
         embeddings = (predict_probs(model, data.train_eval_set(), data.workers)[1], val_emb)
-    extra, graded = {"sampler": getattr(data, "sampler_used", cfg.sampler)}, probs
+    extra, graded = {"sampler": data.sampler_used}, probs
     if cfg.logit_adjust and probs is not None:
         probs, graded, extra["logit_adjustment"] = _adjust_logits(model, probs, data, cfg.loss)
     metrics = compute_metrics(data.val_labels, graded, ds.classes) if probs is not None else {}
