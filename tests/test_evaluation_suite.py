@@ -345,7 +345,7 @@ def test_probe_5fold_cv_on_clothing17(tmp_path):
 def test_cv_regrades_a_logit_adjusted_fold_with_cross_fitted_taus(tmp_path):
     from wardrobe.evaluation.cv import graded_fold_probs
     from wardrobe.metrics import softmax
-    from wardrobe.training.posthoc import TAUS_AFTER_BALANCED, adjustment, cross_fitted
+    from wardrobe.training.posthoc import TAUS_AFTER_BALANCED, adjustment, cross_fitted, taus_for
 
     rng = np.random.default_rng(0)
     y = np.array([0] * 60 + [1] * 30 + [2] * 10)
@@ -371,3 +371,11 @@ def test_cv_regrades_a_logit_adjusted_fold_with_cross_fitted_taus(tmp_path):
     out, graded = graded_fold_probs(shipped, fold, y, counts)
     expect, halves = cross_fitted(softmax(z), y, counts, TAUS_AFTER_BALANCED)
     assert graded and np.allclose(out, expect, atol=1e-6) and all(t <= 0 for t in halves)
+    # a fold trained with fourth-root sampling is regraded on a grid that starts at -0.25
+    (fold / "config.json").write_text(json.dumps({"logit_adjustment": {"tau": -0.25, "search": []},
+                                                  "fit": {"loss": "ce"}, "sampler": "root4"}))
+    shipped = softmax((z + adjustment(counts, -0.25)) / 0.5)
+    out, graded = graded_fold_probs(shipped, fold, y, counts)
+    expect, _ = cross_fitted(softmax(z), y, counts, taus_for("ce", "root4"))
+    assert graded and np.allclose(out, expect, atol=1e-6)
+    assert not np.allclose(expect, cross_fitted(softmax(z), y, counts)[0], atol=1e-3)  # the grid mattered

@@ -137,6 +137,15 @@ def test_logit_adjustment_helps_rare_classes_and_is_nothing_on_balanced_data():
     assert np.allclose(adjustment(np.array([50, 50, 50]), 1.0), 0)
 
 
+def test_tau_grid_takes_back_the_tilt_a_strong_sampler_built_in():
+    from wardrobe.training.posthoc import TAUS, TAUS_AFTER_BALANCED, taus_for
+
+    assert taus_for("ce") == taus_for("ce", "none") == taus_for("ce", "sqrt") == TAUS
+    assert taus_for("ce", "root4") == (-0.25, 0.0, 0.25, 0.5, 0.75)  # the excess over sqrt first: it wins ties
+    assert taus_for("ce", "balanced") == (-0.5, -0.25, 0.0, 0.25, 0.5)
+    assert taus_for("balanced", "root4") == TAUS_AFTER_BALANCED
+
+
 def test_cross_fitted_adjustment_grades_each_half_with_the_other_halfs_tau():
     rng = np.random.default_rng(1)
     probs, y = _biased_towards_the_frequent_class(rng)

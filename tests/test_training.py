@@ -82,12 +82,14 @@ def test_losses_schedulers_samplers_and_freezing_run(tiny, tmp_path, opts):
 def test_samplers_draw_classes_in_the_stated_shares():
     labels = np.repeat([0, 1, 2], [400, 100, 25])
     shares = {}
-    for name in ("balanced", "sqrt"):
+    for name in ("balanced", "sqrt", "root4"):
         drawn = labels[list(make_sampler(labels, 3, FitConfig(sampler=name).validate()))]
         assert len(drawn) == len(labels)  # an epoch stays one pass's worth of draws
         shares[name] = np.bincount(drawn, minlength=3) / len(drawn)
     np.testing.assert_allclose(shares["balanced"], [1 / 3] * 3, atol=0.06)
     np.testing.assert_allclose(shares["sqrt"], np.array([20, 10, 5]) / 35, atol=0.06)  # sqrt(400), sqrt(100), sqrt(25)
+    fourth = np.array([400, 100, 25]) ** 0.25
+    np.testing.assert_allclose(shares["root4"], fourth / fourth.sum(), atol=0.06)
     assert make_sampler(labels, 3, FitConfig().validate()) is None
     # auto: square-root sampling on a long tail (16x here), none on a mild imbalance (4x)
     assert resolve_sampler("auto", np.bincount(labels)) == "sqrt"

@@ -103,13 +103,14 @@ def graded_fold_probs(probs: np.ndarray, fold_dir: Path, y_val: np.ndarray,
     try:
         config = json.loads((fold_dir / "config.json").read_text())
         tau, loss = config["logit_adjustment"]["tau"], config.get("fit", {}).get("loss", "ce")
+        sampler = config.get("sampler", "none")
         temp = float(json.loads((fold_dir / "metrics.json").read_text())["calibration"]["temperature"])
     except (OSError, ValueError, KeyError, TypeError):
         return probs, False  # not logit-adjusted (or no calibration): nothing was chosen on this fold
     ok = ~np.isnan(probs).any(1)
     out = probs.copy()
     z = unadjusted_scores(probs[ok], temp, train_counts, tau)
-    out[ok] = cross_fitted(softmax(z), y_val[ok], train_counts, taus_for(loss))[0]
+    out[ok] = cross_fitted(softmax(z), y_val[ok], train_counts, taus_for(loss, sampler))[0]
     return out, True
 
 

@@ -14,7 +14,9 @@ if TYPE_CHECKING:
 LOSSES = ("ce", "weighted_ce", "balanced", "focal")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("cosine", "onecycle", "plateau", "none")
-SAMPLERS = ("none", "balanced", "sqrt", "auto")
+SAMPLERS = ("none", "balanced", "sqrt", "root4", "auto")
+# A class's share of a sampler's draws is proportional to its training count to this power.
+SAMPLER_EXPONENTS = {"none": 1.0, "sqrt": 0.5, "root4": 0.25, "balanced": 0.0}
 HEAD_INITS = ("random", "probe")
 RESIZE_MODES = ("crop", "squash")  # transforms.RESIZE_MODES, not imported: the CLI starts without torch
 
@@ -48,8 +50,8 @@ class FitConfig:
                                          "chosen on validation for macro-F1 (helps rare classes).")
     focal_gamma: float = fit_flag(2.0, "Focusing parameter of the focal loss.")
     sampler: str = fit_flag("none", "none, balanced (each class equally likely), sqrt (a class drawn in "
-                                     "proportion to the square root of its count) or auto (sqrt when the "
-                                     "largest class has 10x the photos of the smallest).")
+                                     "proportion to the square root of its count), root4 (the fourth root) or "
+                                     "auto (sqrt when the largest class has 10x the photos of the smallest).")
     balance: int | None = fit_flag(None, "Resample every class to N photos per epoch.")
     trainable: str = fit_flag("all", "all, head, or last:N backbone stages.")
     head_epochs: int = fit_flag(0, "Two-stage: train the head alone for N epochs first.")

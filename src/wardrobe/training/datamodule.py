@@ -14,7 +14,7 @@ from wardrobe.data.sources import Dataset
 from wardrobe.errors import WardrobeError
 from wardrobe.settings import default_workers
 from wardrobe.training.augment import eval_transform, train_transform
-from wardrobe.training.config import FitConfig
+from wardrobe.training.config import SAMPLER_EXPONENTS, FitConfig
 from wardrobe.transforms import Preprocess
 from wardrobe.ui import info, warn
 
@@ -115,14 +115,14 @@ def resolve_sampler(name: str, counts: np.ndarray, balance: int | None = None) -
 
 
 def make_sampler(labels: np.ndarray, num_classes: int, cfg: FitConfig):
-    """Class-balanced sampling (each class equally likely), square-root sampling (a class's share in
-    proportion to the square root of its count: rare classes seen more often, frequent ones still
-    seen most), or --balance N: N draws per class per epoch."""
+    """Class-balanced sampling (each class equally likely), square-root or fourth-root sampling (a
+    class's share in proportion to that root of its count: rare classes seen more often, frequent
+    ones still seen most), or --balance N: N draws per class per epoch."""
     counts = np.bincount(labels, minlength=num_classes)
     sampler = resolve_sampler(cfg.sampler, counts, cfg.balance)
     if sampler == "none":
         return None
-    weights = 1.0 / (np.sqrt(counts[labels]) if sampler == "sqrt" else counts[labels])
+    weights = np.asarray(counts[labels], dtype=np.float64) ** (SAMPLER_EXPONENTS[sampler] - 1.0)
     n = cfg.balance * int((counts > 0).sum()) if cfg.balance else len(labels)
     return WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), num_samples=n, replacement=True,
                                  generator=torch.Generator().manual_seed(cfg.seed))

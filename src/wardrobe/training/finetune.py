@@ -103,7 +103,7 @@ def _adjust_logits(model, probs: np.ndarray, data: PhotoDataModule,
     (calibration and trusted-label thresholds fit those), the cross-fitted ones the validation
     figures are graded on (posthoc.cross_fitted), and the search."""
     counts = np.bincount(data.train_labels, minlength=probs.shape[1])
-    taus = taus_for(loss)
+    taus = taus_for(loss, data.sampler_used)
     tau, bias, search = fit_logit_adjustment(probs, data.val_labels, counts, taus)
     with torch.no_grad():
         head_linear(model).bias += torch.from_numpy(bias)

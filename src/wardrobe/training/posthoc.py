@@ -13,6 +13,7 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 
 from wardrobe.metrics import softmax
+from wardrobe.training.config import SAMPLER_EXPONENTS
 
 TAUS = (0.0, 0.25, 0.5, 0.75, 1.0)
 # A network trained with balanced softmax already scores for a balanced world (tau 1 built in); the
@@ -20,9 +21,19 @@ TAUS = (0.0, 0.25, 0.5, 0.75, 1.0)
 TAUS_AFTER_BALANCED = (0.0, -0.25, -0.5, -0.75, -1.0)
 
 
-def taus_for(loss: str) -> tuple[float, ...]:
-    """The tau grid of the post-hoc search for a network trained with ``loss``."""
-    return TAUS_AFTER_BALANCED if loss == "balanced" else TAUS
+# Drawing classes by the square root of their counts gives the best macro-F1 without any adjustment
+# (the tau search keeps 0 after it; docs/benchmarks.md, session 20).
+SQRT_EXPONENT = SAMPLER_EXPONENTS["sqrt"]
+
+
+def taus_for(loss: str, sampler: str = "none") -> tuple[float, ...]:
+    """The tau grid of the post-hoc search for a network trained with ``loss`` and ``sampler``. A
+    sampler that favours rare classes more than the square root does has built in more tilt than
+    macro-F1 wants: its grid starts by taking the excess back (a negative tau), listed first."""
+    if loss == "balanced":
+        return TAUS_AFTER_BALANCED
+    excess = max(0.0, SQRT_EXPONENT - SAMPLER_EXPONENTS.get(sampler, 1.0))
+    return tuple(round(t - excess, 4) for t in TAUS)
 
 
 def adjustment(train_counts: np.ndarray, tau: float) -> np.ndarray:
