@@ -21,7 +21,7 @@ from wardrobe.training.config import TRAIN_PRESETS
 from wardrobe.training.frozen import FrozenPrefix, forward_rest, frozen_prefix_length, make_prefix
 from wardrobe.training.knobs import Augment
 from wardrobe.training.losses import make_loss
-from wardrobe.training.posthoc import adjustment, cross_fitted, fit_logit_adjustment
+from wardrobe.training.posthoc import TAUS, adjustment, cross_fitted, fit_logit_adjustment
 from wardrobe.transforms import Preprocess
 
 
@@ -138,12 +138,35 @@ def test_logit_adjustment_helps_rare_classes_and_is_nothing_on_balanced_data():
 
 
 def test_tau_grid_takes_back_the_tilt_a_strong_sampler_built_in():
-    from wardrobe.training.posthoc import TAUS, TAUS_AFTER_BALANCED, taus_for
+    from wardrobe.training.posthoc import TAUS_AFTER_BALANCED, taus_for
 
     assert taus_for("ce") == taus_for("ce", "none") == taus_for("ce", "sqrt") == TAUS
     assert taus_for("ce", "root4") == (-0.25, 0.0, 0.25, 0.5, 0.75)  # the excess over sqrt first: it wins ties
     assert taus_for("ce", "balanced") == (-0.5, -0.25, 0.0, 0.25, 0.5)
     assert taus_for("balanced", "root4") == TAUS_AFTER_BALANCED
+
+
+def test_cross_fitted_run_grades_each_half_with_the_epoch_the_other_half_chose():
+    from sklearn.model_selection import StratifiedKFold
+
+    from wardrobe.training.posthoc import cross_fitted_run
+
+    y = np.repeat([0, 1, 2], [20, 12, 8])
+    half_a, half_b = StratifiedKFold(2, shuffle=True, random_state=0).split(np.zeros(len(y)), y)
+    right, wrong = np.eye(3)[y] * 0.9 + 0.05, np.eye(3)[(y + 1) % 3] * 0.9 + 0.05
+    first, second = wrong.copy(), wrong.copy()
+    first[half_a[1]], second[half_b[1]] = right[half_a[1]], right[half_b[1]]  # each epoch right on one half
+    counts = np.array([200, 120, 80])
+    graded, chosen = cross_fitted_run([first, second], y, counts)
+    # half a's photos get the epoch half b chose (the second), which is wrong on them, and back:
+    # picking the epoch on the photos it grades would have read 50 %, not 0
+    assert (graded.argmax(1) == y).mean() == 0.0
+    assert sorted(e for e, _ in chosen) == [0, 1]
+    graded, chosen = cross_fitted_run([wrong, right, right], y, counts)
+    assert (graded.argmax(1) == y).all() and chosen == [(1, 0.0), (1, 0.0)]  # ties: the earlier epoch
+    # one epoch: the same as the tau-only cross-fit
+    probs = np.random.default_rng(0).dirichlet(np.ones(3), len(y))
+    np.testing.assert_allclose(cross_fitted_run([probs], y, counts, TAUS)[0], cross_fitted(probs, y, counts)[0])
 
 
 def test_cross_fitted_adjustment_grades_each_half_with_the_other_halfs_tau():
@@ -197,7 +220,8 @@ def test_bool_flags_from_the_command_line(tiny, tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["fit"]["freeze_bn"] is True and cfg["fit"]["logit_adjust"] is True and cfg["fit"]["loss"] == "balanced"
     assert cfg["fit"]["augment"]["degrade"] == 0.5 and "tau" in cfg["logit_adjustment"]
-    assert cfg["logit_adjustment"]["validation_figures"] == "cross-fitted"  # never graded with its own tau
+    assert cfg["validation_figures"]["graded"] == "epoch and tau cross-fitted"  # never with its own choices
+    assert len(cfg["validation_figures"]["halves"]) == 2
     # balanced softmax has the prior built in: the search can only give part of it back
     assert [s["tau"] for s in cfg["logit_adjustment"]["search"]] == [0.0, -0.25, -0.5, -0.75, -1.0]
 

@@ -295,6 +295,17 @@ def test_cv_resume_reuses_finished_folds_and_continues_the_interrupted_one(tiny,
     assert len(res["fold_metrics"]) == 3 and (out / "cv.json").is_file()
     fold1 = json.loads((out / "fold-1" / "metrics.json").read_text())
     assert res["fold_metrics"][0]["accuracy"] == fold1["accuracy"]
+    # every fold's figures were graded with the epoch its other half chose (fold 2's first epoch's
+    # scores came back with its checkpoint), and the pooled out-of-fold probabilities are those
+    from wardrobe.evaluation.cv import open_cv_photos
+
+    _, _, oof, paths, folds = open_cv_photos(out)
+    for k, (_, va) in enumerate(folds, 1):
+        config = json.loads((out / f"fold-{k}" / "config.json").read_text())
+        assert config["validation_figures"]["graded"] == "epoch and tau cross-fitted"
+        with np.load(out / f"fold-{k}" / "validation_graded.npz", allow_pickle=False) as f:
+            rows = {p: i for i, p in enumerate(f["paths"].tolist())}
+            np.testing.assert_allclose(oof[va], f["probs"][[rows[str(paths[i])] for i in va]], atol=1e-6)
     # a different recipe does not reuse the folds of this one
     marker = json.loads((out / "fold-1" / FOLD_MARKER).read_text())
     assert _fold_state(out / "fold-1", marker["fingerprint"]) == "done"
@@ -521,8 +532,10 @@ def test_every_mode_writes_the_same_run_folder_layout(tiny, tmp_path):
     metrics.json's keys (duplicates across splits included)."""
     probe = wardrobe.train(tiny, tmp_path / "probe", workers=0, val_ratio=0.34, show_progress=False)
     scratch = _train(tiny, tmp_path)
-    mode_own = {"fit", "sampler", "head", "levels", "noise"}  # sampler: the one a network run drew batches by
+    # sampler: the one a network run drew batches by; validation_figures: how its epoch choice was graded
+    mode_own = {"fit", "sampler", "validation_figures", "head", "levels", "noise"}
     assert set(probe.config) - mode_own == set(scratch.config) - mode_own
-    assert {"head", "levels", "noise"} <= set(probe.config) and {"fit", "sampler"} <= set(scratch.config)
+    assert {"head", "levels", "noise"} <= set(probe.config)
+    assert {"fit", "sampler", "validation_figures"} <= set(scratch.config)
     assert set(probe.metrics) - {"timings"} == set(scratch.metrics) - {"timings"}
     assert "duplicates_across_splits" in scratch.metrics and scratch.config["weights"] == "random"

@@ -94,12 +94,20 @@ def fold_probabilities(model_path: Path, paths: list, batch_size: int = 32, work
     return clf.predict_proba(paths, batch_size, workers, show_progress, "out-of-fold")
 
 
-def graded_fold_probs(probs: np.ndarray, fold_dir: Path, y_val: np.ndarray,
-                      train_counts: np.ndarray) -> tuple[np.ndarray, bool]:
-    """A logit-adjusted fold model carries the tau its whole validation fold chose, which the
-    pooled out-of-fold figures must not be graded with: they get cross-fitted taus instead, as
-    training grades its own figures (training/posthoc.py). Returns (probabilities, whether they
-    were regraded)."""
+def graded_fold_probs(probs: np.ndarray, fold_dir: Path, y_val: np.ndarray, train_counts: np.ndarray,
+                      paths: list | None = None) -> tuple[np.ndarray, bool]:
+    """A fold model was chosen on its validation fold (its best epoch, its tau), and the pooled
+    out-of-fold figures must not be graded with those choices. A network fold saved the
+    probabilities its own figures were graded with, each half of the fold with the epoch and tau
+    the other half chose (validation_graded.npz, training/finetune.py): those are used. An older
+    fold gets cross-fitted taus on its kept model's probabilities. Returns (probabilities, whether
+    they were regraded)."""
+    ok = ~np.isnan(probs).any(1)
+    saved = _saved_grading(fold_dir, paths, ok)
+    if saved is not None:
+        out = probs.copy()
+        out[ok] = saved
+        return out, True
     try:
         config = json.loads((fold_dir / "config.json").read_text())
         tau, loss = config["logit_adjustment"]["tau"], config.get("fit", {}).get("loss", "ce")
@@ -107,11 +115,25 @@ def graded_fold_probs(probs: np.ndarray, fold_dir: Path, y_val: np.ndarray,
         temp = float(json.loads((fold_dir / "metrics.json").read_text())["calibration"]["temperature"])
     except (OSError, ValueError, KeyError, TypeError):
         return probs, False  # not logit-adjusted (or no calibration): nothing was chosen on this fold
-    ok = ~np.isnan(probs).any(1)
     out = probs.copy()
     z = unadjusted_scores(probs[ok], temp, train_counts, tau)
     out[ok] = cross_fitted(softmax(z), y_val[ok], train_counts, taus_for(loss, sampler))[0]
     return out, True
+
+
+def _saved_grading(fold_dir: Path, paths: list | None, ok: np.ndarray) -> np.ndarray | None:
+    """The fold run's graded validation probabilities for the photos ``paths[ok]``, or None when it
+    saved none or they do not cover them all (plain arrays: nothing is unpickled)."""
+    try:
+        with np.load(fold_dir / "validation_graded.npz", allow_pickle=False) as f:
+            rows = {p: i for i, p in enumerate(f["paths"].tolist())}
+            graded = f["probs"]
+    except (OSError, ValueError, KeyError):
+        return None
+    want = [str(p) for p, good in zip(paths or [], ok) if good]
+    if paths is None or any(p not in rows for p in want):
+        return None
+    return graded[[rows[p] for p in want]]
 
 
 def _warn_fold_leakage(records, splits, workers, show_progress) -> None:
@@ -207,7 +229,8 @@ def cross_validate(data: str | Path, out: str | Path, folds: int = 5, seed: int 
         if m["classes"] != classes:
             raise WardrobeError(f"fold {k}: trained on classes {m['classes']}, expected {classes}")
         probs, errors = fold_probabilities(model_path, [paths[i] for i in va], batch_size or 32, workers, runtime)
-        probs, graded = graded_fold_probs(probs, fold_dir, y[va], np.bincount(y[tr], minlength=len(classes)))
+        probs, graded = graded_fold_probs(probs, fold_dir, y[va], np.bincount(y[tr], minlength=len(classes)),
+                                          [paths[i] for i in va])
         regraded |= graded
         if graded:  # the fold's figures as the pooled ones: tau never chosen on the photos graded
             good = ~np.isnan(probs).any(1)

@@ -1,6 +1,6 @@
 """What a fine-tuning run does besides learning, each a Lightning Callback whose state travels in
-checkpoints (so ``--resume`` continues it): the epoch log, the overfitting warning, the time budget
-and the per-rank report."""
+checkpoints (so ``--resume`` continues it): the epoch log, each epoch's validation scores, the
+overfitting warning, the time budget and the per-rank report."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import torch
 from lightning.pytorch.callbacks import Timer
 
 from wardrobe.plotting import pyplot, save
@@ -72,6 +73,39 @@ class EpochLog(L.Callback):
     def on_train_end(self, trainer, module) -> None:
         if trainer.is_global_zero and self.rows:
             plot_curves(self.rows, self.curves)
+
+
+class ValidationScores(L.Callback):
+    """Every epoch's validation probabilities, in validation order (one process only; the run's
+    validation figures then grade the epoch choice cross-fitted, training/posthoc.py). Kept in
+    float16: 14 epochs of 931 photos and 17 classes are under half a megabyte."""
+
+    def __init__(self):
+        self.epochs: list[torch.Tensor] = []
+        self._batches: list[torch.Tensor] = []
+
+    def state_dict(self) -> dict:
+        return {"epochs": list(self.epochs)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epochs = list(state.get("epochs", []))
+
+    def on_validation_epoch_start(self, trainer, module) -> None:
+        self._batches = []
+
+    def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if outputs is not None and not trainer.sanity_checking:
+            self._batches.append(torch.softmax(outputs.detach().float(), 1).to(torch.float16).cpu())
+
+    def on_validation_epoch_end(self, trainer, module) -> None:
+        if trainer.sanity_checking or not self._batches or trainer.world_size > 1:
+            return
+        epoch = trainer.current_epoch  # a resumed run redoes no epoch, but keep the list one per epoch
+        self.epochs = self.epochs[:epoch] + [torch.cat(self._batches)]
+        self._batches = []
+
+    def probabilities(self) -> list[np.ndarray]:
+        return [e.float().numpy() for e in self.epochs]
 
 
 class OverfitWarning(L.Callback):

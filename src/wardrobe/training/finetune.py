@@ -23,11 +23,11 @@ from wardrobe.models.levels import use_levels
 from wardrobe.models.registry import SCRATCH_MODELS, create_backbone
 from wardrobe.models.weights import torch_load_tensors
 from wardrobe.settings import quiet
-from wardrobe.training.callbacks import EpochLog, FitScheduleToBudget, OverfitWarning, RankReport
+from wardrobe.training.callbacks import EpochLog, FitScheduleToBudget, OverfitWarning, RankReport, ValidationScores
 from wardrobe.training.config import FitConfig
 from wardrobe.training.datamodule import PhotoDataModule, loader
 from wardrobe.training.module import ClassifierModule
-from wardrobe.training.posthoc import cross_fitted, fit_logit_adjustment, taus_for
+from wardrobe.training.posthoc import cross_fitted_run, fit_logit_adjustment, macro_f1, taus_for
 from wardrobe.training.probe import attach_head, default_levels, probe_init
 from wardrobe.training.runfolder import RunResult
 from wardrobe.ui import info
@@ -67,8 +67,8 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     module = ClassifierModule(model, len(ds.classes), cfg)
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_f1_macro" if has_val else None,
                            mode="max", save_last=True, save_top_k=1, save_on_train_epoch_end=True)
-    epoch_log, overfit = EpochLog(out), OverfitWarning(cfg.overfit_gap)
-    trainer = _trainer(cfg, out, [ckpt, epoch_log, overfit, RankReport(out), *_optional_callbacks(cfg, has_val),
+    epoch_log, overfit, scores = EpochLog(out), OverfitWarning(cfg.overfit_gap), ValidationScores()
+    trainer = _trainer(cfg, out, [ckpt, epoch_log, overfit, scores, RankReport(out), *_optional_callbacks(cfg, has_val),
                                   *extra_callbacks], show_progress)
     _fit(trainer, module, data, out / "checkpoints", resume)
     if not trainer.is_global_zero:
@@ -81,8 +81,11 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     if val_emb is not None and has_embedding(model):
         embeddings = (predict_probs(model, data.train_eval_set(), data.workers)[1], val_emb)
     extra, graded = {"sampler": data.sampler_used}, probs
+    taus = taus_for(cfg.loss, data.sampler_used) if cfg.logit_adjust else (0.0,)
     if cfg.logit_adjust and probs is not None:
-        probs, graded, extra["logit_adjustment"] = _adjust_logits(model, probs, data, cfg.loss)
+        probs, extra["logit_adjustment"] = _adjust_logits(model, probs, data, taus)
+    if probs is not None:
+        graded, extra["validation_figures"] = _graded(scores, probs, data, taus, out)
     metrics = compute_metrics(data.val_labels, graded, ds.classes) if probs is not None else {}
     rows = epoch_log.rows
     best = (int(np.argmax([r["val_f1_macro"] for r in rows]) + 1) if has_val else len(rows)) if rows else None
@@ -96,23 +99,41 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
                      validation=(probs, data.val_labels) if probs is not None else None, embeddings=embeddings)
 
 
-def _adjust_logits(model, probs: np.ndarray, data: PhotoDataModule,
-                   loss: str) -> tuple[np.ndarray, np.ndarray, dict]:
+def _adjust_logits(model, probs: np.ndarray, data: PhotoDataModule, taus) -> tuple[np.ndarray, dict]:
     """Post-hoc logit adjustment chosen on validation, folded into the head's bias so that every
     export of the model carries it. Returns the validation probabilities the adjusted model gives
-    (calibration and trusted-label thresholds fit those), the cross-fitted ones the validation
-    figures are graded on (posthoc.cross_fitted), and the search."""
+    (calibration and trusted-label thresholds fit those) and the search."""
     counts = np.bincount(data.train_labels, minlength=probs.shape[1])
-    taus = taus_for(loss, data.sampler_used)
     tau, bias, search = fit_logit_adjustment(probs, data.val_labels, counts, taus)
     with torch.no_grad():
         head_linear(model).bias += torch.from_numpy(bias)
     info(f"logit adjustment: tau {tau} (validation macro-F1 " +
          ", ".join(f"{s['tau']}: {s['val_f1_macro']:.4f}" for s in search) + ")")
-    graded, halves = cross_fitted(probs, data.val_labels, counts, taus)
-    adjusted = softmax(np.log(np.clip(probs, 1e-12, None)) + bias)
-    how = "cross-fitted" if len(halves) == 2 else "with its own tau (too few photos to halve)"
-    return adjusted, graded, {"tau": tau, "search": search, "validation_figures": how, "half_taus": halves}
+    return softmax(np.log(np.clip(probs, 1e-12, None)) + bias), {"tau": tau, "search": search}
+
+
+def _graded(scores: ValidationScores, probs: np.ndarray, data: PhotoDataModule, taus,
+            out: Path) -> tuple[np.ndarray, dict]:
+    """The probabilities the run's validation figures are computed from: the best epoch and the tau
+    were both chosen on the validation photos, so each half of them is graded with the epoch and
+    tau the other half chose (posthoc.cross_fitted_run). Saved to validation_graded.npz with the
+    photos' paths, for a CV's pooled figures."""
+    epochs = [p for p in scores.probabilities() if len(p) == len(probs)]
+    if len(epochs) != len(scores.epochs) or not epochs:  # several processes, or no epoch validated
+        epochs = [probs]  # grade the kept model alone (its tau is still cross-fitted)
+        how = "the kept epoch, tau cross-fitted"
+    else:
+        how = "epoch and tau cross-fitted"
+    counts = np.bincount(data.train_labels, minlength=probs.shape[1])
+    graded, chosen = cross_fitted_run(epochs, data.val_labels, counts, taus)
+    np.savez(out / "validation_graded.npz", paths=np.array([str(data.records[i].path) for i in data.val_ids]),
+             labels=data.val_labels, probs=graded.astype(np.float32))
+    # how runs graded before (the kept epoch, only its tau cross-fitted), to compare with them
+    kept = cross_fitted_run([probs], data.val_labels, counts, taus)[0].argmax(1)
+    return graded, {"graded": how if len(chosen) == 2 else "with its own choice (too few photos to halve)",
+                    "halves": [{"epoch": e + 1, "tau": t} for e, t in chosen],
+                    "kept_epoch": {"accuracy": round(float((kept == data.val_labels).mean()), 5),
+                                   "f1_macro": round(macro_f1(data.val_labels, kept, probs.shape[1]), 5)}}
 
 
 def _optional_callbacks(cfg: FitConfig, has_val: bool) -> list:

@@ -100,6 +100,7 @@ class ClassifierModule(L.LightningModule):
         self.log("val_loss", nn.functional.cross_entropy(logits, y), on_epoch=True, sync_dist=True, batch_size=n)
         self.log("val_acc", self.val_acc, on_epoch=True, batch_size=n)
         self.log("val_f1_macro", self.val_f1, on_epoch=True, prog_bar=True, batch_size=n)
+        return logits  # for ValidationScores
 
     # -- optimisation ---------------------------------------------------------------------------
     def configure_optimizers(self):

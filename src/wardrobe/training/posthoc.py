@@ -48,18 +48,23 @@ def unadjusted_scores(probs: np.ndarray, temperature: float, train_counts: np.nd
     return temperature * np.log(np.clip(probs, 1e-12, None)) - adjustment(train_counts, tau)
 
 
+def macro_f1(labels: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
+    """Macro-F1 over the classes present in the labels or the predictions."""
+    k = np.arange(num_classes)
+    return float(f1_score(labels, pred, labels=k[np.isin(k, np.union1d(labels, pred))], average="macro",
+                          zero_division=0))
+
+
 def fit_logit_adjustment(val_probs: np.ndarray, val_labels: np.ndarray, train_counts: np.ndarray,
                          taus=TAUS) -> tuple[float, np.ndarray, list[dict]]:
     """(tau, per-class bias to add to the logits, the search) maximising validation macro-F1; ties go
     to the tau listed first (the least change to the trained model)."""
     logp = np.log(np.clip(val_probs, 1e-12, None))
-    labels = np.arange(val_probs.shape[1])
     best, search = None, []
     for tau in taus:
         bias = adjustment(train_counts, tau)
         pred = (logp + bias).argmax(1)
-        f1 = float(f1_score(val_labels, pred, labels=labels[np.isin(labels, np.union1d(val_labels, pred))],
-                            average="macro", zero_division=0))
+        f1 = macro_f1(val_labels, pred, val_probs.shape[1])
         acc = float((pred == val_labels).mean())
         search.append({"tau": tau, "val_f1_macro": round(f1, 5), "val_accuracy": round(acc, 5)})
         if best is None or f1 > best[0] + 1e-9:
@@ -74,17 +79,37 @@ def cross_fitted(val_probs: np.ndarray, val_labels: np.ndarray, train_counts: np
     chose. The model keeps the tau of the whole validation set; these probabilities are what its
     validation figures are computed from (in a CV the validation fold is the reported one, and a
     tau picked on it reads high). Returns (adjusted probabilities, the two halves' taus)."""
+    graded, chosen = cross_fitted_run([val_probs], val_labels, train_counts, taus, seed)
+    return graded, [tau for _, tau in chosen]
+
+
+def cross_fitted_run(epoch_probs: list[np.ndarray], val_labels: np.ndarray, train_counts: np.ndarray,
+                     taus=(0.0,), seed: int = 0) -> tuple[np.ndarray, list[tuple[int, float]]]:
+    """A run's validation probabilities graded without any choice made on the photos they grade.
+    Training picks the epoch with the best validation macro-F1 and then, with that epoch's scores,
+    the tau; a CV reports that same validation fold, so both choices would read high. Each of two
+    stratified halves of the photos gets the epoch and the tau the other half picks by the same
+    rule (ties: the earlier epoch, the tau listed first). Returns (probabilities, [(epoch index,
+    tau)] of the two halves; one pair when there are too few photos to halve)."""
     val_labels = np.asarray(val_labels)
-    logp = np.log(np.clip(val_probs, 1e-12, None))
-    if len(val_labels) < 4:  # too few photos to halve: the plain fit is all there is
-        tau, bias, _ = fit_logit_adjustment(val_probs, val_labels, train_counts, taus)
-        return softmax(logp + bias), [tau]
-    out, chosen = np.empty_like(logp), []
+    logps = [np.log(np.clip(p, 1e-12, None)) for p in epoch_probs]
+    k = logps[0].shape[1]
+
+    def choose(idx):
+        scores = [macro_f1(val_labels[idx], lp[idx].argmax(1), k) for lp in logps]
+        e = int(np.argmax(np.asarray(scores) > max(scores) - 1e-9))  # the first epoch within rounding of the best
+        tau, bias, _ = fit_logit_adjustment(epoch_probs[e][idx], val_labels[idx], train_counts, taus)
+        return e, tau, bias
+
+    if len(val_labels) < 4:  # too few photos to halve: the plain choice is all there is
+        e, tau, bias = choose(np.arange(len(val_labels)))
+        return softmax(logps[e] + bias), [(e, tau)]
+    out, chosen = np.empty_like(logps[-1]), []
     with warnings.catch_warnings():  # a class with one validation photo cannot be in both halves; fine
         warnings.simplefilter("ignore", UserWarning)
-        halves = list(StratifiedKFold(2, shuffle=True, random_state=seed).split(logp, val_labels))
+        halves = list(StratifiedKFold(2, shuffle=True, random_state=seed).split(logps[-1], val_labels))
     for fit_idx, apply_idx in halves:
-        tau, bias, _ = fit_logit_adjustment(val_probs[fit_idx], val_labels[fit_idx], train_counts, taus)
-        out[apply_idx] = logp[apply_idx] + bias
-        chosen.append(tau)
+        e, tau, bias = choose(fit_idx)
+        out[apply_idx] = logps[e][apply_idx] + bias
+        chosen.append((e, tau))
     return softmax(out), chosen
