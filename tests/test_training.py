@@ -275,6 +275,16 @@ class _InterruptFold(L.Callback):
             raise KeyboardInterrupt
 
 
+def test_last_checkpoint_is_the_latest_epoch_even_when_it_did_not_improve(tiny, tmp_path):
+    # a learning rate this small leaves validation macro-F1 where epoch 1 put it: no later epoch is "best"
+    res = _train(tiny, tmp_path, epochs=3, lr=1e-12, freeze_bn=True)
+    ckpts = res.out / "checkpoints"
+    best = torch.load(ckpts / "best.ckpt", weights_only=True, map_location="cpu")
+    last = torch.load(ckpts / "last.ckpt", weights_only=True, map_location="cpu")
+    assert best["epoch"] == 0 and last["epoch"] == 2  # --resume continues after epoch 3, not epoch 1
+    assert sorted(p.name for p in ckpts.iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
 def test_cv_resume_reuses_finished_folds_and_continues_the_interrupted_one(tiny, tmp_path):
     from wardrobe.evaluation.cv import FOLD_MARKER, _fold_state, cross_validate
 

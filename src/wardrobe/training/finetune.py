@@ -66,10 +66,14 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     has_val = bool(ds.split("validation"))
     module = ClassifierModule(model, len(ds.classes), cfg)
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_f1_macro" if has_val else None,
-                           mode="max", save_last=True, save_top_k=1, save_on_train_epoch_end=True)
+                           mode="max", save_last=not has_val, save_top_k=1, save_on_train_epoch_end=True)
+    # Lightning's save_last writes last.ckpt only in an epoch that beat the best, so --resume would redo
+    # every epoch after the best one: a second, unmonitored checkpoint keeps the latest epoch instead.
+    latest = [ModelCheckpoint(dirpath=out / "checkpoints", filename="last", save_top_k=1,
+                              save_on_train_epoch_end=True)] if has_val else []
     epoch_log, overfit, scores = EpochLog(out), OverfitWarning(cfg.overfit_gap), ValidationScores()
-    trainer = _trainer(cfg, out, [ckpt, epoch_log, overfit, scores, RankReport(out), *_optional_callbacks(cfg, has_val),
-                                  *extra_callbacks], show_progress)
+    trainer = _trainer(cfg, out, [ckpt, *latest, epoch_log, overfit, scores, RankReport(out),
+                                  *_optional_callbacks(cfg, has_val), *extra_callbacks], show_progress)
     _fit(trainer, module, data, out / "checkpoints", resume)
     if not trainer.is_global_zero:
         return None
