@@ -222,6 +222,8 @@ def test_bool_flags_from_the_command_line(tiny, tmp_path):
     assert cfg["fit"]["augment"]["degrade"] == 0.5 and "tau" in cfg["logit_adjustment"]
     assert cfg["validation_figures"]["graded"] == "epoch and tau cross-fitted"  # never with its own choices
     assert len(cfg["validation_figures"]["halves"]) == 2
+    metrics = json.loads((out / "metrics.json").read_text())  # one epoch: both gradings are the same
+    assert cfg["validation_figures"]["kept_epoch"]["f1_macro"] == pytest.approx(metrics["f1_macro"], abs=1e-5)
     # balanced softmax has the prior built in: the search can only give part of it back
     assert [s["tau"] for s in cfg["logit_adjustment"]["search"]] == [0.0, -0.25, -0.5, -0.75, -1.0]
 

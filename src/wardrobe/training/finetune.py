@@ -84,12 +84,12 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     embeddings = None
     if val_emb is not None and has_embedding(model):
         embeddings = (predict_probs(model, data.train_eval_set(), data.workers)[1], val_emb)
-    extra, graded = {"sampler": data.sampler_used}, probs
+    extra, graded, kept = {"sampler": data.sampler_used}, probs, probs
     taus = taus_for(cfg.loss, data.sampler_used) if cfg.logit_adjust else (0.0,)
     if cfg.logit_adjust and probs is not None:
         probs, extra["logit_adjustment"] = _adjust_logits(model, probs, data, taus)
-    if probs is not None:
-        graded, extra["validation_figures"] = _graded(scores, probs, data, taus, out)
+    if kept is not None:  # graded from the scores before the adjustment, as every epoch's are
+        graded, extra["validation_figures"] = _graded(scores, kept, data, taus, out)
     metrics = compute_metrics(data.val_labels, graded, ds.classes) if probs is not None else {}
     rows = epoch_log.rows
     best = (int(np.argmax([r["val_f1_macro"] for r in rows]) + 1) if has_val else len(rows)) if rows else None
