@@ -316,6 +316,8 @@ def test_cv_resume_reuses_finished_folds_and_continues_the_interrupted_one(tiny,
         with np.load(out / f"fold-{k}" / "validation_graded.npz", allow_pickle=False) as f:
             rows = {p: i for i, p in enumerate(f["paths"].tolist())}
             np.testing.assert_allclose(oof[va], f["probs"][[rows[str(paths[i])] for i in va]], atol=1e-6)
+            assert f["epoch_probs"].shape == (2, len(va), oof.shape[1])  # every epoch's scores, for bench/
+            np.testing.assert_allclose(f["epoch_probs"].astype(np.float32).sum(2), 1, atol=1e-2)
     # a different recipe does not reuse the folds of this one
     marker = json.loads((out / "fold-1" / FOLD_MARKER).read_text())
     assert _fold_state(out / "fold-1", marker["fingerprint"]) == "done"
