@@ -29,7 +29,9 @@ def epoch_scores(run: Path) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    state = ckpt["callbacks"]["ValidationScores"]["epochs"]
+    state = ckpt["callbacks"].get("ValidationScores", {}).get("epochs", [])
+    if not state:  # trained over several processes, or before per-epoch scores were kept
+        raise SystemExit(f"{run}: the run kept no per-epoch validation scores")
     return np.stack([e.float().numpy() for e in state]), labels
 
 

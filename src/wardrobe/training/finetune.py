@@ -123,16 +123,17 @@ def _graded(scores: ValidationScores, probs: np.ndarray, data: PhotoDataModule, 
     tau the other half chose (posthoc.cross_fitted_run). Saved to validation_graded.npz with the
     photos' paths, for a CV's pooled figures, and every epoch's scores, for bench/epoch_average.py."""
     epochs = [p for p in scores.probabilities() if len(p) == len(probs)]
-    if len(epochs) != len(scores.epochs) or not epochs:  # several processes, or no epoch validated
+    every_epoch = bool(epochs) and len(epochs) == len(scores.epochs)  # not so with several processes
+    if every_epoch:
+        how = "epoch and tau cross-fitted"
+    else:
         epochs = [probs]  # grade the kept model alone (its tau is still cross-fitted)
         how = "the kept epoch, tau cross-fitted"
-    else:
-        how = "epoch and tau cross-fitted"
     counts = np.bincount(data.train_labels, minlength=probs.shape[1])
     graded, chosen = cross_fitted_run(epochs, data.val_labels, counts, taus)
+    per_epoch = {"epoch_probs": np.stack(epochs).astype(np.float16)} if every_epoch else {}
     np.savez(out / "validation_graded.npz", paths=np.array([str(data.records[i].path) for i in data.val_ids]),
-             labels=data.val_labels, probs=graded.astype(np.float32),
-             epoch_probs=np.stack(epochs).astype(np.float16))
+             labels=data.val_labels, probs=graded.astype(np.float32), **per_epoch)
     # how runs graded before (the kept epoch, only its tau cross-fitted), to compare with them
     kept = cross_fitted_run([probs], data.val_labels, counts, taus)[0].argmax(1)
     return graded, {"graded": how if len(chosen) == 2 else "with its own choice (too few photos to halve)",
