@@ -3,7 +3,9 @@ validation scores of a network run, and the mean of the last K epochs' scores, a
 macro-F1 before any logit adjustment; then each class's F1 and validation count, for the last
 epoch and for the mean of all epochs (one photo of a rare class moves macro-F1 by a lot). Reads
 validation_graded.npz ("epoch_probs"); runs from before that array read the scores kept in
-checkpoints/last.ckpt (plain tensors: loaded with weights_only=True, nothing is unpickled).
+checkpoints/last.ckpt (plain tensors: loaded with weights_only=True, nothing is unpickled). A run
+trained with --average-from also prints its weight average's scores, to set against the mean of
+the same epochs' scores.
 
 Run: .venv/bin/python bench/epoch_average.py RUN [RUN ...]   (e.g. runs/cv17-e10/fold-1)
 """
@@ -52,6 +54,11 @@ def main() -> None:
             print(f"  epoch {e:2d}: {_line(p, y)}")
         for k in range(2, len(probs) + 1):
             print(f"  mean of the last {k:2d} epochs: {_line(probs[-k:].mean(0), y)}")
+        with np.load(run / "validation_graded.npz", allow_pickle=False) as f:
+            if "average_probs" in f.files:  # a run with --average-from: its averaged weights' own scores
+                epochs = json.loads((run / "config.json").read_text())["weight_average"]["epochs"]
+                print(f"  weight average of epochs {epochs[0]}-{epochs[-1]}: "
+                      f"{_line(f['average_probs'].astype(np.float32), y)}")
         classes = json.loads((run / "metrics.json").read_text())["classes"]
         last, mean = (f1_score(y, p.argmax(1), labels=range(n_classes), average=None, zero_division=0)
                       for p in (probs[-1], probs.mean(0)))

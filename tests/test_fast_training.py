@@ -195,6 +195,7 @@ def test_best_preset_is_the_fast_robust_recipe():
     assert best.levels is None  # multi-level head wherever the network has the stages
     assert best.resize == "squash"  # the whole garment in view (docs/benchmarks.md, session 17)
     assert best.sampler == "auto"  # square-root sampling on a long tail, none on clothing-top10 (session 20)
+    assert best.adjust_min_ratio == 10 and best.average_from == 0.5 and best.average_below_ratio == 10  # session 23
 
 
 def test_training_workers_default_to_none_on_two_cores(monkeypatch):
@@ -256,4 +257,49 @@ def test_head_init_probe_starts_the_head_from_the_logistic_regression(tiny, tmp_
     assert json.loads((res.out / "config.json").read_text())["fit"]["head_init"] == "probe"
     with pytest.raises(wardrobe.WardrobeError, match="--head-init probe"):
         wardrobe.train(tiny, tmp_path / "scratch", mode="scratch", model="simple_cnn", head_init="probe",
+                       show_progress=False)
+
+
+def test_the_model_is_the_mean_of_the_weights_of_the_later_epochs(tiny, tmp_path):
+    import lightning as L
+
+    validated = {}  # the weights each epoch's validation saw: with --ema, the moving average
+
+    class Validated(L.Callback):
+        def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0):
+            if batch_idx == 0:
+                validated[trainer.current_epoch + 1] = {k: v.detach().float().clone() for k, v in
+                                                        module.model.state_dict().items() if v.is_floating_point()}
+
+    opts = dict(mode="scratch", model="simple_cnn", epochs=4, image_size=64, batch_size=8, workers=0,
+                show_progress=False, ema=0.9, average_from=0.5)
+    res = wardrobe.train(tiny, tmp_path / "avg", val_ratio=0.34, extra_callbacks=[Validated()], logit_adjust=True,
+                         adjust_min_ratio=10, **opts)
+    config = json.loads((res.out / "config.json").read_text())
+    assert config["weight_average"]["epochs"] == [3, 4]  # the second half of the 4 epochs
+    assert "logit_adjustment" not in config  # balanced classes: below --adjust-min-ratio
+    mean = {k: (validated[3][k] + validated[4][k]) / 2 for k in validated[4]}
+    assert any(not torch.allclose(validated[3][k], validated[4][k]) for k in mean)  # an average of two models
+    for k, v in load_model(res.out)[0].state_dict().items():
+        if v.is_floating_point():
+            assert torch.allclose(v.float(), mean[k], atol=1e-5), k
+    # a rule, not a choice on the validation photos: only the tau would be cross-fitted
+    assert config["validation_figures"]["graded"] == "the weight average, tau cross-fitted"
+    graded = np.load(res.out / "validation_graded.npz")
+    assert graded["average_probs"].shape == graded["probs"].shape and graded["epoch_probs"].shape[0] == 4
+
+    # without a validation split too; the sum travels in last.ckpt, so --resume continues it
+    res = wardrobe.train(tiny, tmp_path / "all", val_ratio=0, **opts)
+    ckpt = torch.load(res.out / "checkpoints" / "last.ckpt", weights_only=True)
+    state = next(v for k, v in ckpt["callbacks"].items() if "EpochAverage" in k)
+    assert state["epochs"] == [3, 4]
+    for k, v in load_model(res.out)[0].state_dict().items():
+        if v.is_floating_point():
+            assert torch.allclose(v.float(), state["sum"]["model." + k] / 2, atol=1e-5), k
+    # on a long tail the preset keeps the best epoch: any ratio >= 1 counts as one here
+    res = wardrobe.train(tiny, tmp_path / "tail", val_ratio=0.34, average_below_ratio=1.0, **opts)
+    config = json.loads((res.out / "config.json").read_text())
+    assert "weight_average" not in config and config["validation_figures"]["graded"] == "epoch and tau cross-fitted"
+    with pytest.raises(wardrobe.WardrobeError, match="--average-from"):
+        wardrobe.train(tiny, tmp_path / "bad", mode="scratch", model="simple_cnn", average_from=1.5,
                        show_progress=False)

@@ -14,14 +14,9 @@ from wardrobe.data.sources import Dataset
 from wardrobe.errors import WardrobeError
 from wardrobe.settings import default_workers
 from wardrobe.training.augment import eval_transform, train_transform
-from wardrobe.training.config import SAMPLER_EXPONENTS, FitConfig
+from wardrobe.training.config import LONG_TAIL_RATIO, SAMPLER_EXPONENTS, FitConfig
 from wardrobe.transforms import Preprocess
 from wardrobe.ui import info, warn
-
-# The largest training class over the smallest at which --sampler auto draws by square root: the
-# long-tailed benchmarks start at 10 (CIFAR-LT uses 10 to 200). clothing-17's is 47 and square-root
-# sampling won there; clothing-top10's is 7 and its preset was tuned without (docs/benchmarks.md).
-LONG_TAIL_RATIO = 10
 
 
 class PhotoDataModule(L.LightningDataModule):
@@ -110,8 +105,17 @@ def resolve_sampler(name: str, counts: np.ndarray, balance: int | None = None) -
         return "balanced"
     if name != "auto":
         return name
-    present = counts[counts > 0]
-    return "sqrt" if len(present) and present.max() >= LONG_TAIL_RATIO * present.min() else "none"
+    return "sqrt" if imbalance_of(counts) >= LONG_TAIL_RATIO else "none"
+
+
+def imbalance_of(counts: np.ndarray) -> float:
+    """The largest class count over the smallest (classes with no photos left out; 1 when none)."""
+    present = np.asarray(counts)[np.asarray(counts) > 0]
+    return float(present.max() / present.min()) if len(present) else 1.0
+
+
+def imbalance(labels: np.ndarray, num_classes: int) -> float:
+    return imbalance_of(np.bincount(labels, minlength=num_classes))
 
 
 def make_sampler(labels: np.ndarray, num_classes: int, cfg: FitConfig):

@@ -23,9 +23,10 @@ from wardrobe.models.levels import use_levels
 from wardrobe.models.registry import SCRATCH_MODELS, create_backbone
 from wardrobe.models.weights import torch_load_tensors
 from wardrobe.settings import quiet
+from wardrobe.training.averaging import EpochAverage
 from wardrobe.training.callbacks import EpochLog, FitScheduleToBudget, OverfitWarning, RankReport, ValidationScores
 from wardrobe.training.config import FitConfig
-from wardrobe.training.datamodule import PhotoDataModule, loader
+from wardrobe.training.datamodule import PhotoDataModule, imbalance, loader
 from wardrobe.training.module import ClassifierModule
 from wardrobe.training.posthoc import cross_fitted_run, fit_logit_adjustment, macro_f1, taus_for
 from wardrobe.training.probe import attach_head, default_levels, probe_init
@@ -72,29 +73,38 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     latest = [ModelCheckpoint(dirpath=out / "checkpoints", filename="last", save_top_k=1,
                               save_on_train_epoch_end=True)] if has_val else []
     epoch_log, overfit, scores = EpochLog(out), OverfitWarning(cfg.overfit_gap), ValidationScores()
-    trainer = _trainer(cfg, out, [ckpt, *latest, epoch_log, overfit, scores, RankReport(out),
+    averager = [EpochAverage(cfg.average_from, cfg.average_below_ratio)] if cfg.average_from is not None else []
+    trainer = _trainer(cfg, out, [ckpt, *latest, epoch_log, overfit, scores, RankReport(out), *averager,
                                   *_optional_callbacks(cfg, has_val), *extra_callbacks], show_progress)
     _fit(trainer, module, data, out / "checkpoints", resume)
     if not trainer.is_global_zero:
         return None
-    if ckpt.best_model_path:  # the checkpoint this run's ModelCheckpoint reports, never one that has the name
+    extra = {"sampler": data.sampler_used}
+    average = averager[0].average() if averager else None
+    if average is not None:  # the model by rule: no epoch is chosen on the validation photos
+        module.load_state_dict({**module.state_dict(), **average})
+        extra["weight_average"] = {"epochs": averager[0].epochs}
+        info(f"the model is the mean of the weights of epochs {averager[0].epochs[0]}-{averager[0].epochs[-1]}")
+    elif ckpt.best_model_path:  # the checkpoint this run's ModelCheckpoint reports, never one that has the name
         module.load_state_dict(read_checkpoint(Path(ckpt.best_model_path))["state_dict"])
     model = module.model.to("cpu", memory_format=torch.contiguous_format).eval()
     probs, val_emb = predict_probs(model, data.val_set, data.workers) if data.val_set is not None else (None, None)
     embeddings = None
     if val_emb is not None and has_embedding(model):
         embeddings = (predict_probs(model, data.train_eval_set(), data.workers)[1], val_emb)
-    extra, graded, kept = {"sampler": data.sampler_used}, probs, probs
-    taus = taus_for(cfg.loss, data.sampler_used) if cfg.logit_adjust else (0.0,)
-    if cfg.logit_adjust and probs is not None:
+    graded, kept = probs, probs
+    adjust = cfg.logit_adjust and imbalance(data.train_labels, len(ds.classes)) >= cfg.adjust_min_ratio
+    taus = taus_for(cfg.loss, data.sampler_used) if adjust else (0.0,)
+    if adjust and probs is not None:
         probs, extra["logit_adjustment"] = _adjust_logits(model, probs, data, taus)
     if kept is not None:  # graded from the scores before the adjustment, as every epoch's are
-        graded, extra["validation_figures"] = _graded(scores, kept, data, taus, out)
+        graded, extra["validation_figures"] = _graded(scores, kept, data, taus, out, average is not None)
     metrics = compute_metrics(data.val_labels, graded, ds.classes) if probs is not None else {}
     rows = epoch_log.rows
     best = (int(np.argmax([r["val_f1_macro"] for r in rows]) + 1) if has_val else len(rows)) if rows else None
     if has_val:
-        info(f"validation accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['f1_macro']:.4f} (best epoch {best})")
+        kept_model = "the weight average" if average is not None else f"best epoch {best}"
+        info(f"validation accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['f1_macro']:.4f} ({kept_model})")
     else:
         info(f"trained on all {len(data.train_ids)} photos (no validation split), kept epoch {best}")
     return RunResult(model, backbone, pre, "linear", {"fit": cfg.to_dict(), **extra}, metrics,
@@ -117,27 +127,31 @@ def _adjust_logits(model, probs: np.ndarray, data: PhotoDataModule, taus) -> tup
 
 
 def _graded(scores: ValidationScores, probs: np.ndarray, data: PhotoDataModule, taus,
-            out: Path) -> tuple[np.ndarray, dict]:
-    """The probabilities the run's validation figures are computed from: the best epoch and the tau
-    were both chosen on the validation photos, so each half of them is graded with the epoch and
-    tau the other half chose (posthoc.cross_fitted_run). Saved to validation_graded.npz with the
-    photos' paths, for a CV's pooled figures, and every epoch's scores, for bench/epoch_average.py."""
+            out: Path, averaged: bool = False) -> tuple[np.ndarray, dict]:
+    """The probabilities the run's validation figures are computed from. The best epoch and the
+    tau were both chosen on the validation photos, so each half of them is graded with the epoch
+    and tau the other half chose (posthoc.cross_fitted_run); a weight average is the model by rule,
+    so only its tau is cross-fitted. Saved to validation_graded.npz with the photos' paths, for a
+    CV's pooled figures, and every epoch's scores, for bench/epoch_average.py."""
     epochs = [p for p in scores.probabilities() if len(p) == len(probs)]
     every_epoch = bool(epochs) and len(epochs) == len(scores.epochs)  # not so with several processes
-    if every_epoch:
+    per_epoch = {"epoch_probs": np.stack(epochs).astype(np.float16)} if every_epoch else {}
+    if averaged:
+        epochs, how = [probs], "the weight average, tau cross-fitted"
+        per_epoch["average_probs"] = probs.astype(np.float16)
+    elif every_epoch:
         how = "epoch and tau cross-fitted"
     else:
         epochs = [probs]  # grade the kept model alone (its tau is still cross-fitted)
         how = "the kept epoch, tau cross-fitted"
     counts = np.bincount(data.train_labels, minlength=probs.shape[1])
     graded, chosen = cross_fitted_run(epochs, data.val_labels, counts, taus)
-    per_epoch = {"epoch_probs": np.stack(epochs).astype(np.float16)} if every_epoch else {}
     np.savez(out / "validation_graded.npz", paths=np.array([str(data.records[i].path) for i in data.val_ids]),
              labels=data.val_labels, probs=graded.astype(np.float32), **per_epoch)
-    # how runs graded before (the kept epoch, only its tau cross-fitted), to compare with them
+    # how runs graded before (the kept model, only its tau cross-fitted), to compare with them
     kept = cross_fitted_run([probs], data.val_labels, counts, taus)[0].argmax(1)
     return graded, {"graded": how if len(chosen) == 2 else "with its own choice (too few photos to halve)",
-                    "halves": [{"epoch": e + 1, "tau": t} for e, t in chosen],
+                    "halves": [{"epoch": "average" if averaged else e + 1, "tau": t} for e, t in chosen],
                     "kept_epoch": {"accuracy": round(float((kept == data.val_labels).mean()), 5),
                                    "f1_macro": round(macro_f1(data.val_labels, kept, probs.shape[1]), 5)}}
 
