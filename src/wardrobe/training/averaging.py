@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
 
-from wardrobe.training.datamodule import imbalance
+from wardrobe.training.datamodule import imbalance_of
 from wardrobe.ui import info
 
 
@@ -25,7 +25,7 @@ class EpochAverage(L.Callback):
         self.off = False
 
     def on_train_start(self, trainer, module) -> None:
-        ratio = imbalance(trainer.datamodule.train_labels, module.num_classes)
+        ratio = imbalance_of(trainer.datamodule.train_counts)
         self.off = self.below_ratio is not None and ratio >= self.below_ratio
         if self.off and trainer.is_global_zero:
             info(f"no weight average: the largest class has {ratio:.0f}x the photos of the smallest "

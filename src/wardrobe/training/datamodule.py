@@ -65,7 +65,7 @@ class PhotoDataModule(L.LightningDataModule):
             raise WardrobeError(f"{self.ds.name}: class {', '.join(map(repr, missing))} has no usable training photo")
         self.train_set = self._dataset(self.train_ids, train_transform(self.cfg.augment, self.pre, self.cfg.train_size))
         self.val_set = self._dataset(self.val_ids, eval_transform(self.pre)) if self.val_ids else None
-        self.sampler_used = resolve_sampler(self.cfg.sampler, np.bincount(self.labels[self.train_ids], minlength=k),
+        self.sampler_used = resolve_sampler(self.cfg.sampler, self.train_counts,
                                             self.cfg.balance)
         if self.cfg.sampler == "auto":
             info(f"sampler: {self.sampler_used} (--sampler auto: square-root sampling when the largest class has "
@@ -97,6 +97,11 @@ class PhotoDataModule(L.LightningDataModule):
     def val_labels(self) -> np.ndarray:
         return self.labels[self.val_ids]
 
+    @property
+    def train_counts(self) -> np.ndarray:
+        """Training photos per class, in class order (the sampler, the long-tail rules and the tau search)."""
+        return np.bincount(self.train_labels, minlength=len(self.ds.classes))
+
 
 def resolve_sampler(name: str, counts: np.ndarray, balance: int | None = None) -> str:
     """The sampler ``name`` stands for on training classes of these counts (auto: sqrt when
@@ -112,10 +117,6 @@ def imbalance_of(counts: np.ndarray) -> float:
     """The largest class count over the smallest (classes with no photos left out; 1 when none)."""
     present = np.asarray(counts)[np.asarray(counts) > 0]
     return float(present.max() / present.min()) if len(present) else 1.0
-
-
-def imbalance(labels: np.ndarray, num_classes: int) -> float:
-    return imbalance_of(np.bincount(labels, minlength=num_classes))
 
 
 def make_sampler(labels: np.ndarray, num_classes: int, cfg: FitConfig):

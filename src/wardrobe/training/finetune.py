@@ -26,7 +26,7 @@ from wardrobe.settings import quiet
 from wardrobe.training.averaging import EpochAverage
 from wardrobe.training.callbacks import EpochLog, FitScheduleToBudget, OverfitWarning, RankReport, ValidationScores
 from wardrobe.training.config import FitConfig
-from wardrobe.training.datamodule import PhotoDataModule, imbalance, loader
+from wardrobe.training.datamodule import PhotoDataModule, imbalance_of, loader
 from wardrobe.training.module import ClassifierModule
 from wardrobe.training.posthoc import cross_fitted_run, fit_logit_adjustment, macro_f1, taus_for
 from wardrobe.training.probe import attach_head, default_levels, probe_init
@@ -93,7 +93,7 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     if val_emb is not None and has_embedding(model):
         embeddings = (predict_probs(model, data.train_eval_set(), data.workers)[1], val_emb)
     graded, kept = probs, probs
-    adjust = cfg.logit_adjust and imbalance(data.train_labels, len(ds.classes)) >= cfg.adjust_min_ratio
+    adjust = cfg.logit_adjust and imbalance_of(data.train_counts) >= cfg.adjust_min_ratio
     taus = taus_for(cfg.loss, data.sampler_used) if adjust else (0.0,)
     if adjust and probs is not None:
         probs, extra["logit_adjustment"] = _adjust_logits(model, probs, data, taus)
@@ -117,8 +117,7 @@ def _adjust_logits(model, probs: np.ndarray, data: PhotoDataModule, taus) -> tup
     """Post-hoc logit adjustment chosen on validation, folded into the head's bias so that every
     export of the model carries it. Returns the validation probabilities the adjusted model gives
     (calibration and trusted-label thresholds fit those) and the search."""
-    counts = np.bincount(data.train_labels, minlength=probs.shape[1])
-    tau, bias, search = fit_logit_adjustment(probs, data.val_labels, counts, taus)
+    tau, bias, search = fit_logit_adjustment(probs, data.val_labels, data.train_counts, taus)
     with torch.no_grad():
         head_linear(model).bias += torch.from_numpy(bias)
     info(f"logit adjustment: tau {tau} (validation macro-F1 " +
@@ -144,7 +143,7 @@ def _graded(scores: ValidationScores, probs: np.ndarray, data: PhotoDataModule, 
     else:
         epochs = [probs]  # grade the kept model alone (its tau is still cross-fitted)
         how = "the kept epoch, tau cross-fitted"
-    counts = np.bincount(data.train_labels, minlength=probs.shape[1])
+    counts = data.train_counts
     graded, chosen = cross_fitted_run(epochs, data.val_labels, counts, taus)
     np.savez(out / "validation_graded.npz", paths=np.array([str(data.records[i].path) for i in data.val_ids]),
              labels=data.val_labels, probs=graded.astype(np.float32), **per_epoch)
