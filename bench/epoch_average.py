@@ -22,19 +22,21 @@ from sklearn.metrics import f1_score
 from wardrobe.training.posthoc import macro_f1
 
 
-def epoch_scores(run: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(epochs x photos x classes probabilities, labels) of a run's validation photos."""
+def epoch_scores(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(epochs x photos x classes probabilities, labels, the weight average's probabilities or
+    None) of a run's validation photos."""
     with np.load(run / "validation_graded.npz", allow_pickle=False) as f:
         labels = f["labels"]
+        average = f["average_probs"].astype(np.float32) if "average_probs" in f.files else None
         if "epoch_probs" in f.files:
-            return f["epoch_probs"].astype(np.float32), labels
+            return f["epoch_probs"].astype(np.float32), labels, average
     import torch
 
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     state = ckpt["callbacks"].get("ValidationScores", {}).get("epochs", [])
     if not state:  # trained over several processes, or before per-epoch scores were kept
         raise SystemExit(f"{run}: the run kept no per-epoch validation scores")
-    return np.stack([e.float().numpy() for e in state]), labels
+    return np.stack([e.float().numpy() for e in state]), labels, average
 
 
 def _line(probs: np.ndarray, y: np.ndarray) -> str:
@@ -47,18 +49,16 @@ def main() -> None:
     ap.add_argument("runs", type=Path, nargs="+")
     args = ap.parse_args()
     for run in args.runs:
-        probs, y = epoch_scores(run)
+        probs, y, average = epoch_scores(run)
         n_classes = probs.shape[2]
         print(f"{run}: {len(probs)} epochs, {len(y)} validation photos")
         for e, p in enumerate(probs, 1):
             print(f"  epoch {e:2d}: {_line(p, y)}")
         for k in range(2, len(probs) + 1):
             print(f"  mean of the last {k:2d} epochs: {_line(probs[-k:].mean(0), y)}")
-        with np.load(run / "validation_graded.npz", allow_pickle=False) as f:
-            if "average_probs" in f.files:  # a run with --average-from: its averaged weights' own scores
-                epochs = json.loads((run / "config.json").read_text())["weight_average"]["epochs"]
-                print(f"  weight average of epochs {epochs[0]}-{epochs[-1]}: "
-                      f"{_line(f['average_probs'].astype(np.float32), y)}")
+        if average is not None:  # a run with --average-from: its averaged weights' own scores
+            epochs = json.loads((run / "config.json").read_text())["weight_average"]["epochs"]
+            print(f"  weight average of epochs {epochs[0]}-{epochs[-1]}: {_line(average, y)}")
         classes = json.loads((run / "metrics.json").read_text())["classes"]
         last, mean = (f1_score(y, p.argmax(1), labels=range(n_classes), average=None, zero_division=0)
                       for p in (probs[-1], probs.mean(0)))

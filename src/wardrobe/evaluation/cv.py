@@ -124,22 +124,22 @@ def graded_fold_probs(probs: np.ndarray, fold_dir: Path, y_val: np.ndarray, trai
 def _saved_grading(fold_dir: Path, paths: list | None, ok: np.ndarray) -> np.ndarray | None:
     """The fold run's graded validation probabilities for the photos ``paths[ok]``, or None when it
     saved none or they do not cover them all (plain arrays: nothing is unpickled)."""
+    if paths is None:
+        return None
     try:
         with np.load(fold_dir / "validation_graded.npz", allow_pickle=False) as f:
             rows = {p: i for i, p in enumerate(f["paths"].tolist())}
             graded = f["probs"]
     except (OSError, ValueError, KeyError):
         return None
-    want = [str(p) for p, good in zip(paths or [], ok) if good]
-    if paths is None or any(p not in rows for p in want):
+    want = [str(p) for p, good in zip(paths, ok) if good]
+    if any(p not in rows for p in want):
         return None
     return graded[[rows[p] for p in want]]
 
 
 def _warn_fold_leakage(records, splits, workers, show_progress) -> None:
     """One line for the whole CV: duplicates whose twins land in another fold inflate every fold."""
-
-
     exact = near = 0
     for _, va in splits:
         fold_va = set(va.tolist())
@@ -159,7 +159,6 @@ FOLD_MARKER = "cv_fold.json"
 def _fold_fingerprint(data, folds: int, seed: int, k: int, train_paths: list, val_paths: list,
                       train_options: dict, data_options) -> str:
     """What makes a fold's run the one this CV would train: same data, options and photos."""
-
     return key_digest({"data": str(data), "folds": folds, "seed": seed, "fold": k,
                        "train": sorted(map(str, train_paths)), "validation": sorted(map(str, val_paths)),
                        # callbacks are hooks of this process, not options of the recipe
