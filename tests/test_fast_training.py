@@ -277,6 +277,8 @@ def test_the_model_is_the_mean_of_the_weights_of_the_later_epochs(tiny, tmp_path
                          adjust_min_ratio=10, **opts)
     config = json.loads((res.out / "config.json").read_text())
     assert config["weight_average"]["epochs"] == [3, 4]  # the second half of the 4 epochs
+    metrics = json.loads((res.out / "metrics.json").read_text())
+    assert metrics["model_epochs"] == [3, 4] and metrics["best_epoch"] in (1, 2, 3, 4)
     assert "logit_adjustment" not in config  # balanced classes: below --adjust-min-ratio
     mean = {k: (validated[3][k] + validated[4][k]) / 2 for k in validated[4]}
     assert any(not torch.allclose(validated[3][k], validated[4][k]) for k in mean)  # an average of two models
@@ -300,6 +302,8 @@ def test_the_model_is_the_mean_of_the_weights_of_the_later_epochs(tiny, tmp_path
     res = wardrobe.train(tiny, tmp_path / "tail", val_ratio=0.34, average_below_ratio=1.0, **opts)
     config = json.loads((res.out / "config.json").read_text())
     assert "weight_average" not in config and config["validation_figures"]["graded"] == "epoch and tau cross-fitted"
+    metrics = json.loads((res.out / "metrics.json").read_text())
+    assert metrics["model_epochs"] == [metrics["best_epoch"]]
     with pytest.raises(wardrobe.WardrobeError, match="--average-from"):
         wardrobe.train(tiny, tmp_path / "bad", mode="scratch", model="simple_cnn", average_from=1.5,
                        show_progress=False)

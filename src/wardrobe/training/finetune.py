@@ -103,12 +103,13 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     rows = epoch_log.rows
     best = (int(np.argmax([r["val_f1_macro"] for r in rows]) + 1) if has_val else len(rows)) if rows else None
     kept_model = "the weight average" if average is not None else f"{'best' if has_val else 'kept'} epoch {best}"
+    model_epochs = list(averager[0].epochs) if average is not None else [best] if best else None
     if has_val:
         info(f"validation accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['f1_macro']:.4f} ({kept_model})")
     else:
         info(f"trained on all {len(data.train_ids)} photos (no validation split), {kept_model}")
     return RunResult(model, backbone, pre, "linear", {"fit": cfg.to_dict(), **extra}, metrics,
-                     {"train": len(data.train_ids), "validation": len(data.val_ids)}, rows, best, overfit.warned,
+                     {"train": len(data.train_ids), "validation": len(data.val_ids)}, rows, best, model_epochs, overfit.warned,
                      {"train_images_per_s": [r["train_images_per_s"] for r in rows]},
                      validation=(probs, data.val_labels) if probs is not None else None, embeddings=embeddings)
 

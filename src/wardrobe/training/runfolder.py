@@ -32,7 +32,8 @@ class RunResult:
     metrics: dict            # validation metrics ({} without a validation split)
     counts: dict             # photos used: {"train": n, "validation": n}
     epochs: list = field(default_factory=list)   # one row per epoch (probe: none)
-    best_epoch: int | None = None
+    best_epoch: int | None = None  # the epoch with the best validation macro-F1 (without one: the last)
+    model_epochs: list | None = None  # the epochs whose weights are the model: [best_epoch] or an average's
     overfitting: bool = False
     timings: dict = field(default_factory=dict)  # mode-specific timings beside total_seconds
     validation: tuple | None = None  # (probabilities, true class indices) of the validation photos

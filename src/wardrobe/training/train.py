@@ -158,7 +158,8 @@ def write_run(work: Path, ds: Dataset, run, config: dict, leakage: dict, seconds
     config = {**config, "model": run.backbone.name, "weights": run.backbone.weights,
               "preprocess": run.preprocess.to_dict(), **run.config}
     metrics = {"split": "validation" if run.metrics else None, **run.metrics, "counts": run.counts,
-               "epochs": run.epochs, "best_epoch": run.best_epoch, "overfitting_warning": run.overfitting,
+               "epochs": run.epochs, "best_epoch": run.best_epoch,
+               "model_epochs": run.model_epochs, "overfitting_warning": run.overfitting,
                "timings": {"total_seconds": round(seconds, 2), **run.timings},
                "skipped": ds.skipped.to_dict(),
                "duplicates_across_splits": {k: v for k, v in leakage.items()
