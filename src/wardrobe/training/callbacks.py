@@ -110,7 +110,8 @@ class ValidationScores(L.Callback):
 
 class OverfitWarning(L.Callback):
     """Warns once when train accuracy exceeds validation accuracy by more than ``gap`` and the
-    difference is growing."""
+    difference grew since the previous epoch. Never after the first epoch alone: with --ema the
+    validated weights are a moving average that still lags the trained ones there."""
 
     def __init__(self, gap: float):
         self.gap = gap
@@ -129,7 +130,7 @@ class OverfitWarning(L.Callback):
             return
         train, val = float(m["train_acc"]), float(m["val_acc"])
         self.gaps.append(train - val)
-        growing = len(self.gaps) == 1 or self.gaps[-1] > self.gaps[-2]
+        growing = len(self.gaps) > 1 and self.gaps[-1] > self.gaps[-2]
         if not self.warned and self.gaps[-1] > self.gap and growing and trainer.is_global_zero:
             self.warned = True
             warn(f"overfitting: train accuracy {train:.3f} exceeds validation {val:.3f} by {self.gaps[-1]:.3f} at "
