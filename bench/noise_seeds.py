@@ -2,8 +2,8 @@
 (default Gaussian noise sigma 0.1), under several seeds of its random noise, on the same photos.
 `wardrobe evaluate --robustness` reports seed 0 only; on 341 photos one photo is 0.29 points.
 
-Run: .venv/bin/python bench/noise_seeds.py RUN DATA [--split validation] [--seeds 5]
-     (e.g. runs/best clothing-top10)
+Run: .venv/bin/python bench/noise_seeds.py RUN DATA [--split validation] [--seeds 5] [--tta]
+     (e.g. runs/best clothing-top10; --tta: each photo and its mirror image, averaged)
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ def main() -> None:
     ap.add_argument("--split", default="validation")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--corruption", default="gaussian_noise_0.1", choices=list(CORRUPTIONS))
+    ap.add_argument("--tta", action="store_true")
     args = ap.parse_args()
-    clf = Classifier.load(args.run)
+    clf = Classifier.load(args.run, tta=args.tta)
     ds = _own_split(load_dataset(args.data), clf, args.split, args.data)  # a ratio split: the run's own
     recs = ds.split(args.split)
     classes = list(clf.meta["classes"])
