@@ -1,7 +1,8 @@
 """How much choosing the epoch on the reported photos adds to a CV's figures. Each network fold
 records (config.json, "validation_figures") its figures graded with the epoch and tau each half of
 the fold chose on the other half, and the older grading: the kept epoch (chosen on the whole fold),
-only its tau cross-fitted. Prints both per fold and their means.
+only its tau cross-fitted. Prints both per fold and their means. A CV still under way (no cv.json
+yet) is read from the folds it finished (their metrics.json).
 
 Run: .venv/bin/python bench/cv_epoch_grading.py CV_DIR   (e.g. runs/cv17-mix)
 """
@@ -19,9 +20,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("cv_dir", type=Path)
     args = ap.parse_args()
-    cv = json.loads((args.cv_dir / "cv.json").read_text())
+    if (args.cv_dir / "cv.json").is_file():
+        fold_metrics = json.loads((args.cv_dir / "cv.json").read_text())["fold_metrics"]
+    else:
+        done = sorted(p for p in args.cv_dir.glob("fold-*") if (p / "metrics.json").is_file())
+        fold_metrics = [{"fold": int(p.name.split("-")[1]), **json.loads((p / "metrics.json").read_text())}
+                        for p in done]
+        print(f"{args.cv_dir}: no cv.json yet, {len(done)} finished folds")
     rows = []
-    for m in cv["fold_metrics"]:
+    for m in fold_metrics:
         config = json.loads((args.cv_dir / f"fold-{m['fold']}" / "config.json").read_text())
         v = config.get("validation_figures")
         if v is None:
