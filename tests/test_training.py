@@ -354,11 +354,13 @@ def test_run_outputs_and_overfitting_warning(tiny, tmp_path):
     assert list(_rows(out)[0]) == ["epoch", "train_loss", "train_acc", "train_f1_macro", "val_loss", "val_acc",
                                    "val_f1_macro", "lr", "train_images_per_s", "epoch_seconds"]
     m = json.loads((out / "metrics.json").read_text())
-    assert len(m["epochs"]) == 3 and isinstance(m["overfitting_warning"], bool)
-    gaps = [float(r["train_acc"]) - float(r["val_acc"]) for r in _rows(out)]
-    grew = [b - a for a, b in zip(gaps, gaps[1:])]
-    if all(abs(d) > 1e-3 for d in grew):  # epochs.csv rounds: a tie there says nothing
-        assert m["overfitting_warning"] is any(d > 0 for d in grew)
+    assert len(m["epochs"]) == 3
+    # the warning's own record (kept in checkpoints for --resume) holds the unrounded gaps
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    state = next(v for k, v in ckpt["callbacks"].items() if "OverfitWarning" in k)
+    gaps = state["gaps"]
+    assert len(gaps) == 3 and m["overfitting_warning"] is state["warned"]
+    assert state["warned"] is any(b > a for a, b in zip(gaps, gaps[1:]))  # any gap counts once it grows
     assert json.loads((out / "config.json").read_text())["fit"]["augment"]["crop_scale"] == 0.35
 
 

@@ -109,7 +109,8 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     else:
         info(f"trained on all {len(data.train_ids)} photos (no validation split), {kept_model}")
     return RunResult(model, backbone, pre, "linear", {"fit": cfg.to_dict(), **extra}, metrics,
-                     {"train": len(data.train_ids), "validation": len(data.val_ids)}, rows, best, model_epochs, overfit.warned,
+                     {"train": len(data.train_ids), "validation": len(data.val_ids)}, rows, best, model_epochs,
+                     overfit.warned,
                      {"train_images_per_s": [r["train_images_per_s"] for r in rows]},
                      validation=(probs, data.val_labels) if probs is not None else None, embeddings=embeddings)
 
