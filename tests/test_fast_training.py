@@ -97,6 +97,26 @@ def test_frozen_batch_norm_keeps_its_statistics(tiny, tmp_path):
             assert torch.equal(got[name], buf), name
 
 
+def test_layer_decay_gives_each_lower_stage_a_smaller_learning_rate():
+    from wardrobe.models.stages import stage_modules
+    from wardrobe.training.config import fit_config
+    from wardrobe.training.module import ClassifierModule
+
+    model, _ = _lite("last:5")
+    plain = ClassifierModule(model, 3, fit_config(lr=1e-3, trainable="last:5")).backbone_groups(1e-3)
+    assert len(plain) == 1 and plain[0]["lr"] == 1e-3
+    groups = ClassifierModule(model, 3, fit_config(lr=1e-3, trainable="last:5", layer_decay=0.5)).backbone_groups(1e-3)
+    stages = stage_modules(model)
+    assert len(groups) == len(stages)  # one per stage, the classifier left to the head's group
+    rates = {id(p): g["lr"] for g in groups for p in g["params"]}
+    assert rates[id(next(stages[-1].parameters()))] == 1e-3  # the head convolution: the full rate
+    assert rates[id(next(stages[-2].parameters()))] == 5e-4
+    assert rates[id(next(stages[0].parameters()))] == pytest.approx(1e-3 * 0.5 ** (len(stages) - 1))
+    assert sum(len(g["params"]) for g in groups) == len(plain[0]["params"])  # every parameter, once
+    with pytest.raises(wardrobe.WardrobeError, match="--layer-decay"):
+        fit_config(layer_decay=1.5)
+
+
 def test_degrade_changes_the_given_share_of_photos():
     x = torch.randint(0, 256, (3, 48, 48), dtype=torch.uint8)
     torch.manual_seed(0)

@@ -66,7 +66,7 @@ def test_every_mode_and_registry_model_trains_and_predicts(tiny, tmp_path, mode,
     dict(loss="weighted_ce"), dict(loss="focal", focal_gamma=1.5), dict(loss="ce", label_smoothing=0.0),
     dict(optimizer="sgd", scheduler="cosine", warmup_epochs=0.5), dict(scheduler="plateau"), dict(scheduler="none"),
     dict(sampler="balanced"), dict(sampler="sqrt"), dict(sampler="auto"), dict(balance=5), dict(trainable="head"), dict(trainable="last:2"),
-    dict(epochs=2, head_epochs=1, backbone_lr_mult=0.1),
+    dict(epochs=2, head_epochs=1, backbone_lr_mult=0.1), dict(layer_decay=0.7, trainable="last:2"),
 ])
 def test_losses_schedulers_samplers_and_freezing_run(tiny, tmp_path, opts):
     res = _train(tiny, tmp_path, **opts)

@@ -68,6 +68,8 @@ class FitConfig:
     # probe's default where the network supports it, else 0
     levels: int | None = 0
     backbone_lr_mult: float = fit_flag(1.0, "Backbone LR = head LR x this.")
+    layer_decay: float = fit_flag(1.0, "Layer-wise LR decay: each backbone stage learns at this times the LR of "
+                                       "the stage above it (e.g. 0.7), so the early stages move least.")
     patience: int | None = fit_flag(None, "Early stopping: epochs without a better validation macro-F1.")
     augment: Augment = field(default_factory=lambda: resolve_augment("standard"))
     freeze_bn: bool = fit_flag(False, "Batch-norm layers keep their pretrained statistics (scale and shift still "
@@ -107,6 +109,8 @@ class FitConfig:
             raise WardrobeError("--epochs, --batch-size and --lr must be positive")
         if not 0 <= self.drop_path < 1:
             raise WardrobeError(f"--drop-path {self.drop_path}: must be in [0, 1)")
+        if not 0 < self.layer_decay <= 1:
+            raise WardrobeError(f"--layer-decay {self.layer_decay}: must be in (0, 1], e.g. 0.7 (1: none)")
         if self.ema is not None and not 0 < self.ema < 1:
             raise WardrobeError(f"--ema {self.ema}: the decay must be in (0, 1), e.g. 0.99")
         if self.average_from is not None and not 0 <= self.average_from <= 1:

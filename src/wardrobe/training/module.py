@@ -106,7 +106,7 @@ class ClassifierModule(L.LightningModule):
     def configure_optimizers(self):
         cfg = self.cfg
         lr_bb = cfg.lr * cfg.backbone_lr_mult
-        groups = [{"params": self.head_params, "lr": cfg.lr}, {"params": self.backbone_params, "lr": lr_bb}]
+        groups = [{"params": self.head_params, "lr": cfg.lr}, *self.backbone_groups(lr_bb)]
         if cfg.optimizer == "adamw":
             opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         else:
@@ -115,13 +115,29 @@ class ClassifierModule(L.LightningModule):
         if cfg.scheduler in ("onecycle", "cosine"):
             total = max(1, int(self.trainer.estimated_stepping_batches))
             warmup = int(cfg.warmup_epochs * total / max(1, self.trainer.max_epochs))
-            self.schedule_plan = SchedulePlan(cfg.scheduler, [cfg.lr, lr_bb], warmup, total)
+            self.schedule_plan = SchedulePlan(cfg.scheduler, [g["lr"] for g in groups], warmup, total)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": self.schedule_plan.build(opt), "interval": "step"}}
         if cfg.scheduler == "plateau":
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.3, patience=1)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_f1_macro",
                                                        "interval": "epoch"}}
         return opt
+
+    def backbone_groups(self, lr: float) -> list[dict]:
+        """The backbone's parameter groups: one at ``lr``, or with --layer-decay one per stage, the top
+        stage at ``lr`` and each one below at ``layer_decay`` times the LR of the one above."""
+        decay = self.cfg.layer_decay
+        if decay == 1:
+            return [{"params": self.backbone_params, "lr": lr}]
+        head_ids = {id(p) for p in self.head_params}
+        groups, seen = [], set(head_ids)
+        for depth, stage in enumerate(reversed(stage_modules(self.model))):
+            params = [p for p in stage.parameters() if id(p) not in seen]
+            seen.update(id(p) for p in params)
+            if params:
+                groups.append({"params": params, "lr": lr * decay ** depth})
+        rest = [p for p in self.backbone_params if id(p) not in seen]  # e.g. the level heads: top rate
+        return ([{"params": rest, "lr": lr}] if rest else []) + groups
 
     def reschedule(self, total_steps: int) -> bool:
         """End the learning-rate schedule at ``total_steps`` instead of where it was planned: the
