@@ -59,11 +59,12 @@ def build(cfg):
 
 def candidate(name: str, ds, cfg, batches: int, *, prefix: str = "torch", bf16: bool = False, train_size=None,
               threads: int | None = None, workers: int = 1, cached: bool = False, compile_rest: bool = False,
-              bn_eval: bool = False, image_size: int | None = None, resize: str = "crop") -> dict:
+              bn_eval: bool = False, image_size: int | None = None, resize: str = "crop", trainable: str | None = None,
+              freeze_depthwise: bool = False) -> dict:
     torch.set_num_threads(threads or os.cpu_count() or 2)
     # bn_eval: every batch-norm uses its ImageNet statistics; its scale and shift still train
     cfg = dataclasses.replace(cfg, train_size=train_size, workers=workers, freeze_bn=bn_eval, image_size=image_size,
-                              resize=resize)
+                              resize=resize, trainable=trainable or cfg.trainable, freeze_depthwise=freeze_depthwise)
     backbone, model, k = build(cfg)
     pre = cfg.view(backbone.preprocess)
     dm = PhotoDataModule(ds, cfg, pre, show_progress=False)
@@ -76,8 +77,9 @@ def candidate(name: str, ds, cfg, batches: int, *, prefix: str = "torch", bf16: 
     def features(x):
         if ort_prefix is not None:
             return ort_prefix(x)
-        with torch.no_grad():
-            return model.blocks[:k](model.bn1(model.conv_stem(x.contiguous(memory_format=torch.channels_last))))
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=prefix == "torch-bf16"):
+            out = model.blocks[:k](model.bn1(model.conv_stem(x.contiguous(memory_format=torch.channels_last))))
+        return out.float()
 
     rest = (lambda f: forward_rest(model, f, k))
     compile_s = None
@@ -117,10 +119,16 @@ def candidate(name: str, ds, cfg, batches: int, *, prefix: str = "torch", bf16: 
 # batch-norm statistics training, 240 px crops, one loader worker). "best preset now": what
 # `--preset best` does since, automatically (session 17: the whole photo squashed into 272 px,
 # 224 px training crops); "best preset, session 16": the centre square, 192 px training crops.
+NOW = {"prefix": "onnx", "bn_eval": True, "image_size": BEST.image_size, "train_size": BEST.train_size,
+       "resize": BEST.resize, "workers": 0}
 CANDIDATES = {
     "today": {},
-    "best preset now": {"prefix": "onnx", "bn_eval": True, "image_size": BEST.image_size, "train_size": BEST.train_size,
-                        "resize": BEST.resize, "workers": 0},
+    "best preset now": NOW,
+    "best preset now+frozen depthwise": {**NOW, "freeze_depthwise": True},
+    "best preset now last:6": {**NOW, "trainable": "last:6"},
+    "best preset now last:6+frozen depthwise": {**NOW, "trainable": "last:6", "freeze_depthwise": True},
+    "best preset now+bf16": {**NOW, "bf16": True},
+    "best preset now+bf16 prefix in torch": {**NOW, "prefix": "torch-bf16", "bf16": True},
     "best preset, session 16": {"prefix": "onnx", "bn_eval": True, "train_size": 192, "workers": 0},
     "onnx-prefix": {"prefix": "onnx"},
     "bf16": {"bf16": True},

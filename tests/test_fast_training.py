@@ -97,6 +97,24 @@ def test_frozen_batch_norm_keeps_its_statistics(tiny, tmp_path):
             assert torch.equal(got[name], buf), name
 
 
+def test_frozen_depthwise_kernels_keep_their_values_while_the_rest_of_their_stages_trains(tiny, tmp_path):
+    from wardrobe.models.stages import depthwise_convs
+
+    opts = dict(mode="finetune", model="efficientnet_lite0", epochs=1, image_size=64, batch_size=8, workers=0,
+                val_ratio=0.34, show_progress=False, trainable="last:3", lr=0.05, optimizer="sgd")
+    res = wardrobe.train(tiny, tmp_path / "run", freeze_depthwise=True, **opts)
+    start = dict(set_head(create_backbone("efficientnet_lite0").model, 3, "linear").named_parameters())
+    model = load_model(res.out)[0]
+    trained = dict(model.named_parameters())
+    dw = {n for n, m in model.named_modules() if m in depthwise_convs(model)}
+    assert len(dw) == 16  # one per inverted-residual block of Lite0 (the stem's block included)
+    for name in (f"{m}.weight" for m in dw):
+        assert torch.equal(trained[name], start[name]), name  # in the trainable stages too
+    moved = [n for n in trained if ".conv_pw" in n and n.startswith("blocks.6") and not torch.equal(trained[n], start[n])]
+    assert moved, "the trainable stages' pointwise convolutions should have moved"
+    assert json.loads((res.out / "config.json").read_text())["fit"]["freeze_depthwise"] is True
+
+
 def test_layer_decay_gives_each_lower_stage_a_smaller_learning_rate():
     from wardrobe.models.stages import stage_modules
     from wardrobe.training.config import fit_config

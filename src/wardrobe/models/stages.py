@@ -32,3 +32,9 @@ def trainable_stages(model: nn.Module, trainable: str) -> list[nn.Module]:
         return []
     n = int(trainable.split(":")[1])
     return stages[len(stages) - n:] if n else []
+
+
+def depthwise_convs(model: nn.Module) -> list[nn.Conv2d]:
+    """The depthwise convolutions (one kernel per channel) of a network, in order."""
+    return [m for m in model.modules()
+            if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels == m.out_channels]

@@ -74,6 +74,9 @@ class FitConfig:
     augment: Augment = field(default_factory=lambda: resolve_augment("standard"))
     freeze_bn: bool = fit_flag(False, "Batch-norm layers keep their pretrained statistics (scale and shift still "
                                       "train): steadier with small batches and with --train-size below the test size.")
+    freeze_depthwise: bool = fit_flag(False, "The depthwise convolutions' kernels keep their pretrained values in the "
+                                             "stages that train (their weight gradient is most of a CPU backward "
+                                             "pass; the pointwise convolutions, batch-norm and head still train).")
     drop_rate: float = 0.2
     drop_path: float = fit_flag(0.0, "Stochastic depth rate (timm networks).")
     ema: float | None = fit_flag(None, "Keep an exponential moving average of the weights with this decay per step "

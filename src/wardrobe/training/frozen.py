@@ -1,6 +1,7 @@
 """The fast path of fine-tuning on a CPU: the leading stages that stay frozen for the whole run are
 a fixed function, so they run in ONNX Runtime (no autograd, batch-norm folded, blocked layouts);
-the trainable rest runs in PyTorch (fp32: bf16 autocast did not pay, docs/benchmarks.md).
+the trainable rest runs in PyTorch (fp32: bf16 autocast did not pay, not even with AMX,
+docs/benchmarks.md, sessions 14 and 25).
 
 Measured with bench/train_speed.py (README design notes): the frozen stem and early block stages
 hold most of an EfficientNet-Lite forward pass at full resolution, and ONNX Runtime runs them

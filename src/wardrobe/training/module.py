@@ -8,7 +8,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from wardrobe.models.heads import head_linear
-from wardrobe.models.stages import stage_modules, trainable_stages
+from wardrobe.models.stages import depthwise_convs, stage_modules, trainable_stages
 from wardrobe.training.config import FitConfig
 from wardrobe.training.frozen import env_fast_path, forward_rest, make_prefix
 from wardrobe.training.losses import make_loss
@@ -54,6 +54,9 @@ class ClassifierModule(L.LightningModule):
                 p.requires_grad_(on)
             if not on:
                 frozen.append(stage)
+        if self.cfg.freeze_depthwise:
+            for m in depthwise_convs(self.model):
+                m.weight.requires_grad_(False)
         return frozen
 
     def on_train_epoch_start(self) -> None:
