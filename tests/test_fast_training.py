@@ -106,7 +106,8 @@ def test_frozen_depthwise_kernels_keep_their_values_while_the_rest_of_their_stag
     start = dict(set_head(create_backbone("efficientnet_lite0").model, 3, "linear").named_parameters())
     model = load_model(res.out)[0]
     trained = dict(model.named_parameters())
-    dw = {n for n, m in model.named_modules() if m in depthwise_convs(model)}
+    dw_ids = {id(m) for m in depthwise_convs(model)}
+    dw = {n for n, m in model.named_modules() if id(m) in dw_ids}
     assert len(dw) == 16  # one per inverted-residual block of Lite0 (the stem's block included)
     for name in (f"{m}.weight" for m in dw):
         assert torch.equal(trained[name], start[name]), name  # in the trainable stages too
