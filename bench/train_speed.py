@@ -118,17 +118,19 @@ def candidate(name: str, ds, cfg, batches: int, *, prefix: str = "torch", bf16: 
 # "today": the path of the best preset before this benchmark (frozen stages in eager PyTorch,
 # batch-norm statistics training, 240 px crops, one loader worker). "best preset now": what
 # `--preset best` does since, automatically (session 17: the whole photo squashed into 272 px,
-# 224 px training crops); "best preset, session 16": the centre square, 192 px training crops.
+# 224 px training crops; session 26: the depthwise kernels frozen); "best preset, session 16": the
+# centre square, 192 px training crops; "best preset session 25": the depthwise kernels training.
 NOW = {"prefix": "onnx", "bn_eval": True, "image_size": BEST.image_size, "train_size": BEST.train_size,
-       "resize": BEST.resize, "workers": 0}
+       "resize": BEST.resize, "workers": 0, "freeze_depthwise": BEST.freeze_depthwise}
+S25 = {**NOW, "freeze_depthwise": False}
 CANDIDATES = {
     "today": {},
     "best preset now": NOW,
-    "best preset now+frozen depthwise": {**NOW, "freeze_depthwise": True},
     "best preset now last:6": {**NOW, "trainable": "last:6"},
-    "best preset now last:6+frozen depthwise": {**NOW, "trainable": "last:6", "freeze_depthwise": True},
     "best preset now+bf16": {**NOW, "bf16": True},
     "best preset now+bf16 prefix in torch": {**NOW, "prefix": "torch-bf16", "bf16": True},
+    "best preset session 25": S25,
+    "best preset session 25 last:6": {**S25, "trainable": "last:6"},
     "best preset, session 16": {"prefix": "onnx", "bn_eval": True, "train_size": 192, "workers": 0},
     "onnx-prefix": {"prefix": "onnx"},
     "bf16": {"bf16": True},
