@@ -111,7 +111,8 @@ def test_frozen_depthwise_kernels_keep_their_values_while_the_rest_of_their_stag
     assert len(dw) == 16  # one per inverted-residual block of Lite0 (the stem's block included)
     for name in (f"{m}.weight" for m in dw):
         assert torch.equal(trained[name], start[name]), name  # in the trainable stages too
-    moved = [n for n in trained if ".conv_pw" in n and n.startswith("blocks.6") and not torch.equal(trained[n], start[n])]
+    moved = [n for n in trained
+             if ".conv_pw" in n and n.startswith("blocks.6") and not torch.equal(trained[n], start[n])]
     assert moved, "the trainable stages' pointwise convolutions should have moved"
     assert json.loads((res.out / "config.json").read_text())["fit"]["freeze_depthwise"] is True
 
