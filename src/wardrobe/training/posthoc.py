@@ -21,19 +21,24 @@ TAUS = (0.0, 0.25, 0.5, 0.75, 1.0)
 TAUS_AFTER_BALANCED = (0.0, -0.25, -0.5, -0.75, -1.0)
 
 
-# Drawing classes by the square root of their counts gives the best macro-F1 without any adjustment
-# (the tau search keeps 0 after it; docs/benchmarks.md, session 20).
+# Drawing classes by the square root of their counts gives the best macro-F1 without any adjustment:
+# tau 0 is the peak of fixed taus on two clothing-17 CVs (docs/benchmarks.md, sessions 20 and 27).
 SQRT_EXPONENT = SAMPLER_EXPONENTS["sqrt"]
 
 
 def taus_for(loss: str, sampler: str = "none") -> tuple[float, ...]:
-    """The tau grid of the post-hoc search for a network trained with ``loss`` and ``sampler``. A
-    sampler that favours rare classes more than the square root does has built in more tilt than
-    macro-F1 wants: its grid starts by taking the excess back (a negative tau), listed first."""
+    """The tau grid of the post-hoc search for a network trained with ``loss`` and ``sampler``.
+    After a sampler that draws rare classes more often the grid stops at 0: the square root already
+    tilts as far as macro-F1 wants, so a search that could tilt further only adds the noise of a
+    choice made on few rare photos. A sampler that favours rare classes more than the square root
+    has built in too much tilt: its grid takes the excess back (negative taus, the most first)."""
     if loss == "balanced":
         return TAUS_AFTER_BALANCED
-    excess = max(0.0, SQRT_EXPONENT - SAMPLER_EXPONENTS.get(sampler, 1.0))
-    return tuple(round(t - excess, 4) for t in TAUS)
+    exponent = SAMPLER_EXPONENTS.get(sampler, 1.0)
+    if exponent >= 1:
+        return TAUS
+    excess = max(0.0, SQRT_EXPONENT - exponent)
+    return tuple(t for t in (round(t - excess, 4) for t in TAUS) if t <= 0)
 
 
 def adjustment(train_counts: np.ndarray, tau: float) -> np.ndarray:
