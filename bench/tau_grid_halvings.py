@@ -26,15 +26,14 @@ def main() -> None:
     ap.add_argument("--halvings", type=int, default=10)
     args = ap.parse_args()
     cv = json.loads((args.cv_dir / "cv.json").read_text())
-    ds = load_dataset(cv["data"])
-    k = len(ds.classes)
-    total = np.bincount([ds.classes.index(r.label) if isinstance(r.label, str) else r.label for r in ds.records],
-                        minlength=k)
+    classes = cv["classes"]
+    k = len(classes)
+    total = np.array([load_dataset(cv["data"]).class_counts()[c] for c in classes])
     rows = []
     for fold in sorted(args.cv_dir.glob("fold-*"), key=lambda p: int(p.name.split("-")[1])):
         config = json.loads((fold / "config.json").read_text())
-        z = np.load(fold / "validation_graded.npz")
-        y, epochs = z["labels"], [p.astype(np.float64) for p in z["epoch_probs"]]
+        with np.load(fold / "validation_graded.npz", allow_pickle=False) as z:
+            y, epochs = z["labels"], [p.astype(np.float64) for p in z["epoch_probs"]]
         counts = total - np.bincount(y, minlength=k)
         today = taus_for(config.get("fit", {}).get("loss", "ce"), config.get("sampler", "none"))
         row = []
