@@ -9,6 +9,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
+from torch.optim.swa_utils import get_ema_avg_fn
 
 from wardrobe.training.datamodule import imbalance_of
 from wardrobe.ui import info
@@ -54,6 +55,29 @@ class EpochAverage(L.Callback):
         if self.off or not self.epochs:
             return None
         return {name: total / len(self.epochs) for name, total in self.sum.items()}
+
+
+class MovingAverage(EMAWeightAveraging):
+    """Lightning's moving average of the weights, whose decay may depend on the class counts: on a
+    long tail (largest class ``below_ratio`` times the smallest or more) the best epoch is kept
+    rather than an average of epochs, and a shorter memory (``long_tail_decay``) keeps the peak
+    that the choice is made on."""
+
+    def __init__(self, decay: float, long_tail_decay: float | None = None, below_ratio: float | None = None):
+        super().__init__(decay=decay)
+        self.decay, self.long_tail_decay, self.below_ratio = decay, long_tail_decay, below_ratio
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        # The datamodule's setup runs before the callbacks', so its training counts are known here.
+        counts = getattr(trainer.datamodule, "train_counts", None)
+        if (stage == "fit" and self.long_tail_decay is not None and self.below_ratio is not None
+                and counts is not None and imbalance_of(counts) >= self.below_ratio):
+            self.decay = self.long_tail_decay
+            if trainer.is_global_zero:
+                info(f"moving average decay {self.decay:g}: the largest class has {imbalance_of(counts):.0f}x "
+                     f"the photos of the smallest (--ema-long-tail)")
+        self._kwargs["avg_fn"] = get_ema_avg_fn(decay=self.decay)
+        super().setup(trainer, pl_module, stage)
 
 
 def _current_weights(trainer, module) -> dict[str, torch.Tensor]:

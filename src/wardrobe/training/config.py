@@ -81,6 +81,9 @@ class FitConfig:
     drop_path: float = fit_flag(0.0, "Stochastic depth rate (timm networks).")
     ema: float | None = fit_flag(None, "Keep an exponential moving average of the weights with this decay per step "
                                        "(e.g. 0.99); it is validated and saved instead of the raw weights.")
+    ema_long_tail: float | None = fit_flag(None, "With --ema and --average-below-ratio: the decay instead when the "
+                                                 "classes are long-tailed and the best epoch is kept (the best "
+                                                 "preset: 0.995).")
     average_from: float | None = fit_flag(None, "Also average the weights of every epoch after this fraction of the "
                                                 "epochs (0.5: the second half) and make that average the model, "
                                                 "instead of the epoch that scored best on validation (1: no "
@@ -114,8 +117,9 @@ class FitConfig:
             raise WardrobeError(f"--drop-path {self.drop_path}: must be in [0, 1)")
         if not 0 < self.layer_decay <= 1:
             raise WardrobeError(f"--layer-decay {self.layer_decay}: must be in (0, 1], e.g. 0.7 (1: none)")
-        if self.ema is not None and not 0 < self.ema < 1:
-            raise WardrobeError(f"--ema {self.ema}: the decay must be in (0, 1), e.g. 0.99")
+        for name, decay in (("--ema", self.ema), ("--ema-long-tail", self.ema_long_tail)):
+            if decay is not None and not 0 < decay < 1:
+                raise WardrobeError(f"{name} {decay}: the decay must be in (0, 1), e.g. 0.99")
         if self.average_from is not None and not 0 <= self.average_from <= 1:
             raise WardrobeError(f"--average-from {self.average_from}: must be in [0, 1], e.g. 0.5 (1: no average)")
         if self.train_size is not None and self.train_size < 16:
@@ -158,7 +162,7 @@ BEST = FitConfig(mode="finetune", model="efficientnet_lite1", epochs=14, batch_s
                  lr=1e-3, weight_decay=0.02, scheduler="onecycle", warmup_epochs=1.0, label_smoothing=0.1,
                  trainable="last:5", resize="squash", image_size=272, train_size=224, freeze_bn=True,
                  freeze_depthwise=True, logit_adjust=True, adjust_min_ratio=LONG_TAIL_RATIO, sampler="auto",
-                 drop_rate=0.2, ema=0.998, average_from=0.5, average_below_ratio=LONG_TAIL_RATIO, levels=None,
+                 drop_rate=0.2, ema=0.998, ema_long_tail=0.995, average_from=0.5, average_below_ratio=LONG_TAIL_RATIO, levels=None,
                  max_minutes=27, augment=resolve_augment("light", crop_scale=0.35, color_jitter=0.1, degrade=0.25))
 
 TRAIN_PRESETS = {"fast": None, "best": BEST}  # fast = the probe

@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
 from wardrobe.data.sources import Dataset
@@ -23,7 +23,7 @@ from wardrobe.models.levels import use_levels
 from wardrobe.models.registry import SCRATCH_MODELS, create_backbone
 from wardrobe.models.weights import torch_load_tensors
 from wardrobe.settings import quiet
-from wardrobe.training.averaging import EpochAverage
+from wardrobe.training.averaging import EpochAverage, MovingAverage
 from wardrobe.training.callbacks import EpochLog, FitScheduleToBudget, OverfitWarning, RankReport, ValidationScores
 from wardrobe.training.config import FitConfig
 from wardrobe.training.datamodule import PhotoDataModule, imbalance_of, loader
@@ -80,6 +80,9 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     if not trainer.is_global_zero:
         return None
     extra = {"sampler": data.sampler_used}
+    ema = next((c for c in trainer.callbacks if isinstance(c, MovingAverage)), None)
+    if ema is not None:
+        extra["ema_decay"] = ema.decay
     average = averager[0].average() if averager else None
     if average is not None:  # the model by rule: no epoch is chosen on the validation photos
         module.load_state_dict({**module.state_dict(), **average})
@@ -164,7 +167,7 @@ def _optional_callbacks(cfg: FitConfig, has_val: bool) -> list:
     if cfg.ema:
         # Validation, checkpoints (best.ckpt's state_dict) and the saved model all see the averaged
         # weights; the raw ones travel in the checkpoint too, so --resume continues both.
-        out.append(EMAWeightAveraging(decay=cfg.ema))
+        out.append(MovingAverage(cfg.ema, cfg.ema_long_tail, cfg.average_below_ratio))
     if cfg.patience and has_val:
         out.append(EarlyStopping(monitor="val_f1_macro", mode="max", patience=cfg.patience))
     return out
