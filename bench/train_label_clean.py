@@ -56,7 +56,7 @@ def main() -> None:
     print("| --- | --- | --- | --- |")
     for below in (0.0, 0.05, 0.1, 0.2, 0.3, 1.0):
         keep = ~(suspect & (given < below))
-        w, b, s = fit_linear_probe(x[:n][keep], y[:n][keep], x[n:], y[n:], len(ds.classes), cs=DEFAULT_CS)
+        _, _, s = fit_linear_probe(x[:n][keep], y[:n][keep], x[n:], y[n:], len(ds.classes), cs=DEFAULT_CS)
         acc = next(h for h in s["search"] if h["C"] == s["C"])["val_accuracy"]
         print(f"| {below} | {int((~keep).sum())} | {s['C']} | {acc:.4f} |", flush=True)
     drop = suspect & (given < a.below)

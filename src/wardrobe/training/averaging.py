@@ -15,6 +15,15 @@ from wardrobe.training.datamodule import imbalance_of
 from wardrobe.ui import info
 
 
+def long_tail_ratio(trainer, below_ratio: float | None) -> float | None:
+    """The training classes' imbalance (largest over smallest) when it is ``below_ratio`` or more,
+    the long tail on which the best epoch is kept; None otherwise or without a rule."""
+    if below_ratio is None:
+        return None
+    ratio = imbalance_of(trainer.datamodule.train_counts)
+    return ratio if ratio >= below_ratio else None
+
+
 class EpochAverage(L.Callback):
     """Sums the weights at the end of every epoch after ``start`` (a fraction of the planned
     epochs); the sum travels in checkpoints, so --resume continues it."""
@@ -26,8 +35,8 @@ class EpochAverage(L.Callback):
         self.off = False
 
     def on_train_start(self, trainer, module) -> None:
-        ratio = imbalance_of(trainer.datamodule.train_counts)
-        self.off = self.below_ratio is not None and ratio >= self.below_ratio
+        ratio = long_tail_ratio(trainer, self.below_ratio)
+        self.off = ratio is not None
         if self.off and trainer.is_global_zero:
             info(f"no weight average: the largest class has {ratio:.0f}x the photos of the smallest "
                  f"(--average-below-ratio {self.below_ratio:g}); the best epoch is kept")
@@ -69,12 +78,11 @@ class MovingAverage(EMAWeightAveraging):
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         # The datamodule's setup runs before the callbacks', so its training counts are known here.
-        counts = getattr(trainer.datamodule, "train_counts", None)
-        if (stage == "fit" and self.long_tail_decay is not None and self.below_ratio is not None
-                and counts is not None and imbalance_of(counts) >= self.below_ratio):
+        ratio = long_tail_ratio(trainer, self.below_ratio) if stage == "fit" else None
+        if ratio is not None and self.long_tail_decay is not None:
             self.decay = self.long_tail_decay
             if trainer.is_global_zero:
-                info(f"moving average decay {self.decay:g}: the largest class has {imbalance_of(counts):.0f}x "
+                info(f"moving average decay {self.decay:g}: the largest class has {ratio:.0f}x "
                      f"the photos of the smallest (--ema-long-tail)")
         self._kwargs["avg_fn"] = get_ema_avg_fn(decay=self.decay)
         super().setup(trainer, pl_module, stage)

@@ -162,8 +162,9 @@ BEST = FitConfig(mode="finetune", model="efficientnet_lite1", epochs=14, batch_s
                  lr=1e-3, weight_decay=0.02, scheduler="onecycle", warmup_epochs=1.0, label_smoothing=0.1,
                  trainable="last:5", resize="squash", image_size=272, train_size=224, freeze_bn=True,
                  freeze_depthwise=True, logit_adjust=True, adjust_min_ratio=LONG_TAIL_RATIO, sampler="auto",
-                 drop_rate=0.2, ema=0.998, ema_long_tail=0.995, average_from=0.5, average_below_ratio=LONG_TAIL_RATIO, levels=None,
-                 max_minutes=27, augment=resolve_augment("light", crop_scale=0.35, color_jitter=0.1, degrade=0.25))
+                 drop_rate=0.2, ema=0.998, ema_long_tail=0.995, average_from=0.5,
+                 average_below_ratio=LONG_TAIL_RATIO, levels=None, max_minutes=27,
+                 augment=resolve_augment("light", crop_scale=0.35, color_jitter=0.1, degrade=0.25))
 
 TRAIN_PRESETS = {"fast": None, "best": BEST}  # fast = the probe
 
