@@ -44,11 +44,10 @@ def main() -> None:
     if args.sheet:
         mean = sum(probs.values()) / len(probs)
         shared = np.flatnonzero(wrong.all(0))
-        for i in shared:
-            print(f"  {recs[i].path.name}: {recs[i].label} > {ds.classes[mean[i].argmax()]} "
-                  f"({mean[i].max():.2f}; its label {mean[i][y[i]]:.2f})")
-        contact_sheet([recs[i].path for i in shared],
-                      [f"{recs[i].label} > {ds.classes[mean[i].argmax()]}" for i in shared], args.sheet)
+        captions = [f"{recs[i].label} > {ds.classes[mean[i].argmax()]}" for i in shared]
+        for i, caption in zip(shared, captions):
+            print(f"  {recs[i].path.name}: {caption} ({mean[i].max():.2f}; its label {mean[i][y[i]]:.2f})")
+        contact_sheet([recs[i].path for i in shared], captions, args.sheet)
         print(f"wrote {args.sheet}")
 
 
