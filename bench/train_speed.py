@@ -23,6 +23,7 @@ from wardrobe.models.heads import set_head
 from wardrobe.models.registry import create_backbone
 from wardrobe.training.config import BEST, fit_config
 from wardrobe.training.datamodule import PhotoDataModule
+from wardrobe.training.finetune import resolve_aspect
 from wardrobe.training.frozen import FrozenPrefix, forward_rest, frozen_prefix_length
 from wardrobe.training.module import ClassifierModule
 
@@ -60,13 +61,14 @@ def build(cfg):
 def candidate(name: str, ds, cfg, batches: int, *, prefix: str = "torch", bf16: bool = False, train_size=None,
               threads: int | None = None, workers: int = 1, cached: bool = False, compile_rest: bool = False,
               bn_eval: bool = False, image_size: int | None = None, resize: str = "crop", trainable: str | None = None,
-              freeze_depthwise: bool = False) -> dict:
+              freeze_depthwise: bool = False, aspect: str | None = None) -> dict:
     torch.set_num_threads(threads or os.cpu_count() or 2)
     # bn_eval: every batch-norm uses its ImageNet statistics; its scale and shift still train
     cfg = dataclasses.replace(cfg, train_size=train_size, workers=workers, freeze_bn=bn_eval, image_size=image_size,
-                              resize=resize, trainable=trainable or cfg.trainable, freeze_depthwise=freeze_depthwise)
+                              resize=resize, trainable=trainable or cfg.trainable, freeze_depthwise=freeze_depthwise,
+                              aspect=aspect)
     backbone, model, k = build(cfg)
-    pre = cfg.view(backbone.preprocess)
+    pre = cfg.view(backbone.preprocess, resolve_aspect(cfg, ds))
     dm = PhotoDataModule(ds, cfg, pre, show_progress=False)
     dm.prepare_data()
     dm.setup("fit")
@@ -119,9 +121,11 @@ def candidate(name: str, ds, cfg, batches: int, *, prefix: str = "torch", bf16: 
 # batch-norm statistics training, 240 px crops, one loader worker). "best preset now": what
 # `--preset best` does since, automatically (session 17: the whole photo squashed into 272 px,
 # 224 px training crops; session 26: the depthwise kernels frozen); "best preset, session 16": the
-# centre square, 192 px training crops; "best preset session 25": the depthwise kernels training.
+# centre square, 192 px training crops; "best preset session 25": the depthwise kernels training;
+# "best preset 3:4 256x192 crops" and "... 264x198 crops": session 32's trials, 3:4 inputs of 320 x 240 px
+# (--aspect 3:4 --image-size 277) trained on crops of 256 x 192 (--train-size 222) or 264 x 198 (229).
 NOW = {"prefix": "onnx", "bn_eval": True, "image_size": BEST.image_size, "train_size": BEST.train_size,
-       "resize": BEST.resize, "workers": 0, "freeze_depthwise": BEST.freeze_depthwise}
+       "resize": BEST.resize, "workers": 0, "freeze_depthwise": BEST.freeze_depthwise, "aspect": BEST.aspect}
 S25 = {**NOW, "freeze_depthwise": False}
 CANDIDATES = {
     "today": {},
@@ -129,6 +133,8 @@ CANDIDATES = {
     "best preset now last:6": {**NOW, "trainable": "last:6"},
     "best preset now+bf16": {**NOW, "bf16": True},
     "best preset now+bf16 prefix in torch": {**NOW, "prefix": "torch-bf16", "bf16": True},
+    "best preset 3:4 256x192 crops": {**NOW, "aspect": "3:4", "image_size": 277, "train_size": 222},
+    "best preset 3:4 264x198 crops": {**NOW, "aspect": "3:4", "image_size": 277, "train_size": 229},
     "best preset session 25": S25,
     "best preset session 25 last:6": {**S25, "trainable": "last:6"},
     "best preset, session 16": {"prefix": "onnx", "bn_eval": True, "train_size": 192, "workers": 0},
@@ -168,7 +174,8 @@ def main() -> None:
     cfg = fit_config(BEST)
     print(f"machine: {os.cpu_count()} cores, {cpu_model()}")
     print(f"vector extensions: {extensions()}; native bf16: {native_bf16()}")
-    print(f"best preset: {cfg.model} {cfg.image_size or 'native'} px ({cfg.resize}), trainable {cfg.trainable}, "
+    print(f"best preset: {cfg.model} {cfg.image_size or 'native'} px ({cfg.resize}, --aspect {cfg.aspect or 'square'}), "
+          f"trainable {cfg.trainable}, "
           f"batch {cfg.batch_size}, {args.batches} timed batches after 2 warm-up")
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     base = None

@@ -22,6 +22,11 @@ _INTERP = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.B
 RESIZE_MODES = ("crop", "squash")
 
 
+def shape_for(height: int, aspect: float) -> tuple[int, int]:
+    """(height, width) of an input this high at this width-over-height ratio."""
+    return int(height), max(1, round(height * aspect))
+
+
 @dataclass(frozen=True)
 class Preprocess:
     input_size: int = 224
@@ -32,19 +37,37 @@ class Preprocess:
     interpolation: str = "bicubic"
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # The input's width over its height: 1 is square, 0.75 a 3:4 portrait (input_size is the height).
+    aspect: float = 1.0
 
     def __post_init__(self):
         if self.resize_mode not in RESIZE_MODES:
             raise ValueError(f"resize_mode must be 'crop' or 'squash', not {self.resize_mode!r}")
         if self.interpolation not in _INTERP:
             raise ValueError(f"interpolation must be one of {sorted(_INTERP)}")
+        if not 0.25 <= self.aspect <= 4:
+            raise ValueError(f"aspect (width / height) must be between 0.25 and 4, not {self.aspect}")
 
     @property
     def resize_to(self) -> int:
+        """The canvas height (before the centre crop); the decoder's smallest useful side."""
         return self.input_size if self.resize_mode == "squash" else int(math.floor(self.input_size / self.crop_pct))
 
+    @property
+    def hw(self) -> tuple[int, int]:
+        """The input's (height, width) in pixels."""
+        return shape_for(self.input_size, self.aspect)
+
+    @property
+    def canvas_hw(self) -> tuple[int, int]:
+        """The (height, width) the photo is resized to before the centre crop: the pixel cache's rows."""
+        return shape_for(self.resize_to, self.aspect)
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if self.aspect == 1.0:
+            del d["aspect"]  # square inputs keep the dict (cache keys, model files) of before aspect existed
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocess":
@@ -53,10 +76,17 @@ class Preprocess:
         return cls(**d)
 
     def pixels(self, img: Image.Image) -> torch.Tensor:
-        """Resize and crop an RGB photo into a uint8 CHW tensor of input_size x input_size."""
+        """Resize and crop an RGB photo into a uint8 CHW tensor of the input's height x width."""
         interp = _INTERP[self.interpolation]
         if self.resize_mode == "squash":
-            img = F.resize(img, [self.input_size, self.input_size], interpolation=interp, antialias=True)
+            img = F.resize(img, list(self.hw), interpolation=interp, antialias=True)
+        elif self.aspect != 1.0:
+            # The smallest resize that covers the canvas, then the canvas and the input, both centred.
+            ch, cw = self.canvas_hw
+            scale = max(ch / img.height, cw / img.width)
+            size = [max(ch, round(img.height * scale)), max(cw, round(img.width * scale))]
+            img = F.resize(img, size, interpolation=interp, antialias=True)
+            img = F.center_crop(F.center_crop(img, [ch, cw]), list(self.hw))
         else:
             img = F.resize(img, self.resize_to, interpolation=interp, antialias=True)
             # Two centre crops, as the training pixel cache does (square canvas, then the input): one

@@ -1,7 +1,8 @@
 """Decoded-photo cache: each photo decoded and resized once into a memory-mapped uint8 array, so
 training epochs never decode a JPEG again.
 
-Layout: ``<cache>/pixels/<size>-<mode>/shard-*.npy`` (N x size x size x 3 uint8, memory-mapped) and a
+Layout: ``<cache>/pixels/<size>-<interpolation>-<mode>[-a<aspect>]/shard-*.npy`` (N x height x width x 3
+uint8, memory-mapped; height = size, width = size x aspect) and a
 matching ``shard-*.json`` listing the content digest of each row. Shards are only ever added, so
 an interrupted fill keeps the shards it completed and concurrent runs never clash.
 """
@@ -26,18 +27,23 @@ from wardrobe.transforms import Preprocess
 from wardrobe.ui import info, progress
 
 
-def cache_preprocess(size: int, interpolation: str = "bicubic", resize_mode: str = "crop") -> Preprocess:
-    """Shorter side to ``size`` and the centre square ("crop"), or the whole photo squashed into the
-    square ("squash"): the canvas for training crops, whose centre crop is the inference view."""
-    return Preprocess(input_size=size, resize_mode=resize_mode, crop_pct=1.0, interpolation=interpolation)
+def cache_preprocess(size: int, interpolation: str = "bicubic", resize_mode: str = "crop",
+                     aspect: float = 1.0) -> Preprocess:
+    """The centre of the photo resized to cover a canvas ``size`` high and ``size`` x ``aspect`` wide
+    ("crop"; the centre square when square), or the whole photo squashed into it ("squash"): the
+    canvas for training crops, whose centre crop is the inference view."""
+    return Preprocess(input_size=size, resize_mode=resize_mode, crop_pct=1.0, interpolation=interpolation,
+                      aspect=aspect)
 
 
 class PixelCache:
     def __init__(self, size: int, interpolation: str = "bicubic", resize_mode: str = "crop",
-                 root: Path | None = None):
+                 root: Path | None = None, aspect: float = 1.0):
         self.size = size
-        self.preprocess = cache_preprocess(size, interpolation, resize_mode)
-        self.dir = (root or cache_dir()) / "pixels" / f"{size}-{interpolation}-{resize_mode}"
+        self.preprocess = cache_preprocess(size, interpolation, resize_mode, aspect)
+        self.shape = (*self.preprocess.hw, 3)
+        name = f"{size}-{interpolation}-{resize_mode}" + (f"-a{aspect:g}" if aspect != 1.0 else "")
+        self.dir = (root or cache_dir()) / "pixels" / name
         self.index: dict[str, tuple[int, int]] = {}  # digest -> (shard number, row)
         self.bad: dict[str, str] = {}
         self.shards: list[np.ndarray] = []
@@ -61,11 +67,12 @@ class PixelCache:
         todo = list({digests[i]: i for i in todo}.values())  # one decode per distinct content
         if not todo:
             return errors
-        info(f"decoding {len(todo)} photos into the pixel cache ({self.size} px)")
+        h, w = self.shape[:2]
+        info(f"decoding {len(todo)} photos into the pixel cache ({h} px" + (f" x {w} px)" if w != h else ")"))
         self.dir.mkdir(parents=True, exist_ok=True)
         name = f"shard-{time.time_ns()}-{uuid.uuid4().hex[:6]}"
         tmp_npy = self.dir / f".{name}.npy"
-        arr = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.uint8, shape=(len(todo), self.size, self.size, 3))
+        arr = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.uint8, shape=(len(todo), *self.shape))
         ok_rows: list[int] = []
         bad: dict[str, str] = {}
         with progress(show_progress) as bar:
@@ -85,7 +92,7 @@ class PixelCache:
         if len(ok_rows) != len(todo):
             # Compact out the rows of files that failed to decode.
             compact = np.lib.format.open_memmap(self.dir / f".{name}.c.npy", mode="w+", dtype=np.uint8,
-                                                shape=(len(ok_rows), self.size, self.size, 3))
+                                                shape=(len(ok_rows), *self.shape))
             for k, r in enumerate(ok_rows):
                 compact[k] = final[r]
             compact.flush()
@@ -130,12 +137,12 @@ class DecodedPhotos(Dataset):
     """The same, decoding the JPEG every time: the baseline the cache is measured against."""
 
     def __init__(self, paths: Sequence[str | Path], labels: Sequence[int], size: int, transform=None,
-                 interpolation: str = "bicubic", resize_mode: str = "crop"):
+                 interpolation: str = "bicubic", resize_mode: str = "crop", aspect: float = 1.0):
 
         self._load = load_image
         self.paths = list(paths)
         self.labels = torch.as_tensor(list(labels), dtype=torch.long)
-        self.pre = cache_preprocess(size, interpolation, resize_mode)
+        self.pre = cache_preprocess(size, interpolation, resize_mode, aspect)
         self.transform = transform
 
     def __len__(self) -> int:

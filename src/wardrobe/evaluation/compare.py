@@ -20,6 +20,7 @@ from wardrobe.plotting import pyplot, save
 from wardrobe.training import train
 from wardrobe.training.options import TrainOptions
 from wardrobe.training.runfolder import check_out
+from wardrobe.transforms import Preprocess
 from wardrobe.ui import info
 
 COLUMNS = [("model", "model"), ("accuracy", "accuracy"), ("f1_macro", "macro-F1"), ("f1_weighted", "weighted-F1"),
@@ -66,7 +67,7 @@ def compare(data: str | Path, models: list[str], out: str | Path, folds: int | N
         train_seconds = time.perf_counter() - t0
         net, meta = load_model(model_path)
         size = int(meta["preprocess"]["input_size"])
-        params, mflops = params_and_mflops(net, size)
+        params, mflops = params_and_mflops(net, Preprocess.from_dict(meta["preprocess"]).hw)
         speed = bench(model_path, runtime=runtime, single_runs=latency_runs, batch_runs=1, batch_size=8)
         rows.append({"model": name, **quality, "params_m": params / 1e6, "mflops": mflops, "input_size": size,
                      "latency_ms": speed["single"]["model_only_ms"]["p50"],

@@ -112,7 +112,7 @@ def bench(model, images: Sequence[str | Path] | None = None, runtime: str = "aut
         threads["onnxruntime_intra_op"] = opts.intra_op_num_threads or os.cpu_count()
     return {
         "model": clf.meta.get("backbone") or clf.meta.get("arch"), "runtime": runtime_name,
-        "input_size": pre.input_size, "photos": "given" if images else "synthetic 800x600 JPEG",
+        "input_size": pre.input_size, "input_hw": list(pre.hw), "photos": "given" if images else "synthetic 800x600 JPEG",
         "photo_sizes": [list(s) for s in sizes], "tta": clf.tta,
         "single": {"runs": single_runs,
                    "model_only_ms": {"p50": _pct(single_model, 50), "p95": _pct(single_model, 95)},
@@ -125,7 +125,7 @@ def bench(model, images: Sequence[str | Path] | None = None, runtime: str = "aut
     }
 
 
-def params_and_mflops(model: torch.nn.Module, input_size: int) -> tuple[int, float]:
+def params_and_mflops(model: torch.nn.Module, input_size: int | tuple[int, int]) -> tuple[int, float]:
     """Parameter count and millions of floating-point operations for one photo (a multiply-add
     counts as 2, as torch's FlopCounterMode does)."""
     from torch.utils.flop_counter import FlopCounterMode  # heavy: torch, only on this path
@@ -133,5 +133,5 @@ def params_and_mflops(model: torch.nn.Module, input_size: int) -> tuple[int, flo
     params = sum(p.numel() for p in model.parameters())
     model = model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, 3, input_size, input_size))
+        model(torch.zeros(1, 3, *((input_size, input_size) if isinstance(input_size, int) else input_size)))
     return int(params), counter.get_total_flops() / 1e6

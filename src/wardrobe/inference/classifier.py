@@ -69,10 +69,10 @@ class Classifier:
     def runner(self):
         if self._runner is None:
             if self.bank is not None:
-                self._runner = make_runner(LogitsAndEmbedding(self.model), self.preprocess.input_size, self._key,
+                self._runner = make_runner(LogitsAndEmbedding(self.model), self.preprocess.hw, self._key,
                                            self._runtime, outputs=2)
             else:
-                self._runner = make_runner(self.model, self.preprocess.input_size, self._key, self._runtime)
+                self._runner = make_runner(self.model, self.preprocess.hw, self._key, self._runtime)
         return self._runner
 
     def probs_from_pixels(self, pixels: torch.Tensor) -> np.ndarray:

@@ -84,7 +84,7 @@ def _write_props(path: Path, props: dict[str, str]) -> None:
 
 def _export_fp32(model: torch.nn.Module, meta: dict, path: Path, opset: int) -> None:
 
-    export_onnx(_WithProbabilities(model, meta.get("temperature", 1.0)), int(meta["preprocess"]["input_size"]),
+    export_onnx(_WithProbabilities(model, meta.get("temperature", 1.0)), Preprocess.from_dict(meta["preprocess"]).hw,
                 path, opset, output_names=OUTPUT_NAMES)
 
 

@@ -184,8 +184,7 @@ def create_app(model, runtime: str = "auto", limits: Limits | None = None, worke
     source = run_name(model) if from_file else "<in-memory>"
     meta = clf.meta  # the file's description (model file or ONNX metadata), read once by Classifier.load
     if warm_up:  # export / load the runtime now, not on the first request
-        size = clf.preprocess.input_size
-        clf.probs_from_pixels(torch.zeros(1, 3, size, size, dtype=torch.uint8))
+        clf.probs_from_pixels(torch.zeros(1, 3, *clf.preprocess.hw, dtype=torch.uint8))
     info = {"model": source, "classes": list(clf.classes), "backbone": meta.get("arch"),
             "metrics": meta.get("metrics") or {}, "preprocess": meta.get("preprocess"),
             "runtime": _runtime_name(clf.runner),

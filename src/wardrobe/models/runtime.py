@@ -54,7 +54,11 @@ class _StaticSamePadConv(torch.nn.Module):
                                           0, c.dilation, c.groups)
 
 
-def static_same_padding(model: torch.nn.Module, input_size: int) -> torch.nn.Module:
+def _hw(input_size: int | tuple[int, int]) -> tuple[int, int]:
+    return (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+
+
+def static_same_padding(model: torch.nn.Module, input_size: int | tuple[int, int]) -> torch.nn.Module:
     """For export: the TF-ported networks (EfficientNet-Lite) pad "same" from the input's shape at
     run time, which traces into ~150 Shape/Gather/Ceil/Pad nodes per graph. With the spatial size
     fixed those are constants (594 nodes become 106 for Lite0) and the single-photo latency drops by
@@ -72,7 +76,7 @@ def static_same_padding(model: torch.nn.Module, input_size: int) -> torch.nn.Mod
 
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros(1, 3, input_size, input_size))
+            model.eval()(torch.zeros(1, 3, *_hw(input_size)))
     finally:
         for h in hooks:
             h.remove()
@@ -161,7 +165,7 @@ def fold_pads_into_convs(path: Path) -> int:
     return removed
 
 
-def export_onnx(model: torch.nn.Module, input_size: int, path: Path, opset: int = 17, fold_pads: bool = True,
+def export_onnx(model: torch.nn.Module, input_size: int | tuple[int, int], path: Path, opset: int = 17, fold_pads: bool = True,
                 output_names: tuple[str, ...] = ("output",)) -> Path:
     """Export with input ONNX_INPUT_NAME and a dynamic batch axis: "same" padding fixed for ``input_size``
     and folded into the Convs. Written to a temporary name first so a crash leaves no half file.
@@ -169,7 +173,7 @@ def export_onnx(model: torch.nn.Module, input_size: int, path: Path, opset: int 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     model = static_same_padding(model.eval().to("cpu", memory_format=torch.contiguous_format), input_size)
-    dummy = torch.zeros(1, 3, input_size, input_size)
+    dummy = torch.zeros(1, 3, *_hw(input_size))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, dummy, str(tmp), input_names=[ONNX_INPUT_NAME], output_names=list(output_names),
@@ -199,7 +203,7 @@ class TorchRunner:
 
 
 class OnnxRunner:
-    def __init__(self, model: torch.nn.Module, input_size: int, key: dict, outputs: int = 1):
+    def __init__(self, model: torch.nn.Module, input_size: int | tuple[int, int], key: dict, outputs: int = 1):
         import onnxruntime as ort  # heavy: ONNX Runtime, only when running an export
 
         # "export" changes whenever the exported graph does, so older cached exports are not reused.
@@ -218,7 +222,7 @@ class OnnxRunner:
         return tuple(out) if self.outputs > 1 else out[0]
 
 
-def make_runner(model: torch.nn.Module, input_size: int, key: dict, runtime: str = "auto", outputs: int = 1):
+def make_runner(model: torch.nn.Module, input_size: int | tuple[int, int], key: dict, runtime: str = "auto", outputs: int = 1):
     """A callable from a float32 NCHW batch to a numpy array of outputs (a tuple of ``outputs``
     arrays when the model returns several). ``key`` must identify the weights exactly: it names the
     cached ONNX export."""

@@ -10,7 +10,7 @@ import torch
 from torchvision.transforms import v2
 
 from wardrobe.training.knobs import Augment
-from wardrobe.transforms import Preprocess
+from wardrobe.transforms import Preprocess, shape_for
 
 
 class Degrade(torch.nn.Module):
@@ -36,17 +36,20 @@ class Degrade(torch.nn.Module):
 
 
 def train_transform(aug: Augment, pre: Preprocess, size: int | None = None) -> v2.Compose:
-    """uint8 CHW (the cache's square canvas) -> normalised float CHW of ``size`` (default
-    pre.input_size). A random crop of area s shows objects sqrt(s) times larger than the centre crop
-    does, so training below the test size keeps apparent sizes equal (Touvron et al., FixRes)."""
-    size = size or pre.input_size
+    """uint8 CHW (the cache's canvas) -> normalised float CHW ``size`` high (default pre.input_size),
+    at the input's aspect. A random crop of area s shows objects sqrt(s) times larger than the centre
+    crop does, so training below the test size keeps apparent sizes equal (Touvron et al., FixRes)."""
+    hw = list(shape_for(size or pre.input_size, pre.aspect))
     ops: list = []
     if aug.crop_scale < 1:
-        ops.append(v2.RandomResizedCrop(size, scale=(aug.crop_scale, 1.0), antialias=True))
+        # torchvision's default shapes of crop (3:4 to 4:3) around the canvas's own, so that a crop is
+        # as often wider as narrower than the input it is resized to.
+        ratio = (pre.aspect * 3 / 4, pre.aspect * 4 / 3)
+        ops.append(v2.RandomResizedCrop(hw, scale=(aug.crop_scale, 1.0), ratio=ratio, antialias=True))
     else:
-        ops.append(v2.CenterCrop(pre.input_size))  # the test view...
-        if size != pre.input_size:
-            ops.append(v2.Resize(size, antialias=True))  # ...shown smaller, not a smaller cut of it
+        ops.append(v2.CenterCrop(list(pre.hw)))  # the test view...
+        if hw != list(pre.hw):
+            ops.append(v2.Resize(hw, antialias=True))  # ...shown smaller, not a smaller cut of it
     if aug.hflip:
         ops.append(v2.RandomHorizontalFlip(aug.hflip))
     if aug.rotation:
@@ -68,7 +71,7 @@ def train_transform(aug: Augment, pre: Preprocess, size: int | None = None) -> v
 
 
 def eval_transform(pre: Preprocess) -> v2.Compose:
-    """The cache canvas is the photo resized to pre.resize_to and centre-cropped square; its centre
-    crop at input_size is exactly the inference preprocessing."""
-    return v2.Compose([v2.CenterCrop(pre.input_size), v2.ToDtype(torch.float32, scale=True),
+    """The cache canvas is the photo resized to pre.canvas_hw (centre-cropped to it); its centre crop
+    at the input's size is exactly the inference preprocessing."""
+    return v2.Compose([v2.CenterCrop(list(pre.hw)), v2.ToDtype(torch.float32, scale=True),
                        v2.Normalize(list(pre.mean), list(pre.std))])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING
 
+from wardrobe.data.shapes import parse_aspect
 from wardrobe.errors import WardrobeError
 from wardrobe.training.knobs import Augment, flag, resolve_augment
 
@@ -26,6 +28,12 @@ LONG_TAIL_RATIO = 10
 RESIZE_MODES = ("crop", "squash")  # transforms.RESIZE_MODES, not imported: the CLI starts without torch
 
 
+def equal_area_height(side: int, aspect: float) -> int:
+    """The height of an input shaped ``aspect`` (width / height) with about the area of a ``side``
+    square (277 at 3:4: 320 x 240 px)."""
+    return round(side / math.sqrt(aspect))
+
+
 def fit_flag(default, help: str):
     """A FitConfig field that is also a flag of `wardrobe train` (and cv, compare)."""
     return flag(default, help, panel="Training (finetune / scratch)")
@@ -39,6 +47,9 @@ class FitConfig:
     image_size: int | None = fit_flag(None, "Input size in pixels (default: the model's).")
     train_size: int | None = fit_flag(None, "Train on random crops of this size (default: --image-size); smaller is "
                                             "faster and, with random-resized crops, matches object sizes at test (FixRes).")
+    aspect: str | None = fit_flag(None, "The input's shape: width:height (3:4, or 0.75) or auto (the training "
+                                        "photos' usual shape); --image-size and --train-size then give the side "
+                                        "of a square of the same area, so a step costs the same (default: square).")
     resize: str = fit_flag("crop", "How a photo becomes a square: crop (shorter side, then the centre square; "
                                    "timm's default) or squash (the whole photo, nothing cut off).")
     epochs: int = fit_flag(5, "Training epochs.")
@@ -122,6 +133,13 @@ class FitConfig:
                 raise WardrobeError(f"{name} {decay}: the decay must be in (0, 1), e.g. 0.99")
         if self.average_from is not None and not 0 <= self.average_from <= 1:
             raise WardrobeError(f"--average-from {self.average_from}: must be in [0, 1], e.g. 0.5 (1: no average)")
+        try:
+            aspect = parse_aspect(self.aspect)
+        except (ValueError, ZeroDivisionError):
+            aspect = -1.0
+        if aspect not in (None, "auto") and not 0.25 <= aspect <= 4:
+            raise WardrobeError(f"--aspect {self.aspect}: use auto, width:height such as 3:4, or width / height "
+                                "between 0.25 and 4")
         if self.train_size is not None and self.train_size < 16:
             raise WardrobeError(f"--train-size {self.train_size}: must be at least 16 pixels")
         if self.head_init == "probe" and self.mode != "finetune":
@@ -133,9 +151,15 @@ class FitConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def view(self, pre: Preprocess) -> Preprocess:
-        """The network's own preprocessing at this run's --image-size and --resize."""
-        return replace(pre, input_size=self.image_size or pre.input_size, resize_mode=self.resize)
+    def view(self, pre: Preprocess, aspect: float = 1.0) -> Preprocess:
+        """The network's own preprocessing at this run's --image-size and --resize, shaped ``aspect``
+        (--aspect resolved: auto is the data's) with the area of the --image-size square."""
+        height = equal_area_height(self.image_size or pre.input_size, aspect)
+        return replace(pre, input_size=height, resize_mode=self.resize, aspect=aspect)
+
+    def train_height(self, aspect: float = 1.0) -> int | None:
+        """The training crops' height: --train-size's square, shaped ``aspect``."""
+        return equal_area_height(self.train_size, aspect) if self.train_size else None
 
 
 # The strongest recipe found that fits in 30 minutes on 2 CPU cores (docs/benchmarks.md).
@@ -144,7 +168,10 @@ class FitConfig:
 # it what tells a dress from a t-shirt or pants from shorts (session 17: 0.9384 vs 0.9355 at 240 px,
 # and 17% faster). The squashed photo has less detail per garment, which 272 px gives back; training
 # runs on 224 px random crops (FixRes: a random crop shows objects larger, so the smaller training
-# size keeps their apparent size; 1.5x cheaper steps). The stem and first three block stages stay
+# size keeps their apparent size; 1.5x cheaper steps). A 3:4 input (320 x 240 px) keeps
+# the garments' proportions and lifts the frozen features by 1.5 points, but fine-tuned it was within
+# seed spread of the square on top-10 and behind it on a clothing-17 fold (session 32): the input
+# stays square. The stem and first three block stages stay
 # frozen and run in ONNX Runtime (training/frozen.py); batch-norm keeps its pretrained statistics,
 # which also makes the train/test size gap harmless. A moving average of the weights is the model;
 # a quarter of the photos are degraded so that noisy, blurred and recompressed photos keep their

@@ -28,7 +28,8 @@ class PhotoDataModule(L.LightningDataModule):
         index = {c: i for i, c in enumerate(ds.classes)}
         self.labels = np.array([index[r.label] for r in self.records])
         self.workers = default_workers(training=True) if cfg.workers is None else cfg.workers
-        self.cache = PixelCache(pre.resize_to, pre.interpolation, pre.resize_mode) if cfg.use_pixel_cache else None
+        self.cache = PixelCache(pre.resize_to, pre.interpolation, pre.resize_mode, aspect=pre.aspect) \
+            if cfg.use_pixel_cache else None
         self.digests: list[str | None] | None = None
         self.train_ids: list[int] = []
         self.val_ids: list[int] = []
@@ -63,7 +64,8 @@ class PhotoDataModule(L.LightningDataModule):
         missing = [c for j, c in enumerate(self.ds.classes) if not (self.labels[self.train_ids] == j).any()]
         if missing:
             raise WardrobeError(f"{self.ds.name}: class {', '.join(map(repr, missing))} has no usable training photo")
-        self.train_set = self._dataset(self.train_ids, train_transform(self.cfg.augment, self.pre, self.cfg.train_size))
+        self.train_set = self._dataset(self.train_ids, train_transform(self.cfg.augment, self.pre,
+                                                                      self.cfg.train_height(self.pre.aspect)))
         self.val_set = self._dataset(self.val_ids, eval_transform(self.pre)) if self.val_ids else None
         self.sampler_used = resolve_sampler(self.cfg.sampler, self.train_counts,
                                             self.cfg.balance)
@@ -76,7 +78,7 @@ class PhotoDataModule(L.LightningDataModule):
         if self.cache is not None:
             return CachedPhotos(self.cache, [self.digests[i] for i in ids], self.labels[ids], transform)
         return DecodedPhotos([self.records[i].path for i in ids], self.labels[ids], self.pre.resize_to, transform,
-                             self.pre.interpolation, self.pre.resize_mode)
+                             self.pre.interpolation, self.pre.resize_mode, self.pre.aspect)
 
     def train_eval_set(self):
         """The training photos with the validation view (no augmentation): their embeddings."""

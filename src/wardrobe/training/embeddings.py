@@ -58,7 +58,7 @@ def extract_embeddings(paths: Sequence[str | Path], backbone: Backbone, batch_si
         info(f"extracting {backbone.name} {what}embeddings for {len(todo)} photos ({hits} cached)")
         # The network (and its ONNX export) does not depend on the noise: one export serves both.
         key = embedding_cache_key(backbone)
-        runner = make_runner(backbone.model, backbone.preprocess.input_size, key, runtime)
+        runner = make_runner(backbone.model, backbone.preprocess.hw, key, runtime)
         done = 0
         t1 = time.perf_counter()
         with progress(show_progress) as bar:

@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
+from wardrobe.data.shapes import aspect_name, parse_aspect, typical_aspect
 from wardrobe.data.sources import Dataset
 from wardrobe.errors import WardrobeError
 from wardrobe.metrics import compute_metrics, softmax
@@ -55,7 +56,7 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     if cfg.levels is None:  # the preset's choice: the probe's levels on a pretrained network, none from scratch
         cfg = dataclasses.replace(cfg, levels=default_levels(backbone.model) if cfg.mode == "finetune" else 0)
     use_levels(backbone.model, cfg.levels)
-    pre = cfg.view(backbone.preprocess)
+    pre = cfg.view(backbone.preprocess, resolve_aspect(cfg, ds))
     # before the head exists: the network still returns its pooled embedding
     probe_head = probe_init(dataclasses.replace(backbone, preprocess=pre), ds, cfg, show_progress) \
         if cfg.head_init == "probe" and not resume else None
@@ -202,6 +203,16 @@ def _fit(trainer: L.Trainer, module, data, ckpt_dir: Path, resume: bool) -> None
                 raise
     if trainer.interrupted:
         raise WardrobeError(f"training interrupted; continue it with --resume (last checkpoint in {ckpt_dir})")
+
+
+def resolve_aspect(cfg: FitConfig, ds: Dataset) -> float:
+    """--aspect as width / height: auto is the usual shape of the training photos (1 when not given)."""
+    value = parse_aspect(cfg.aspect)
+    if value != "auto":
+        return value or 1.0
+    aspect = typical_aspect([r.path for r in ds.split("train") or ds.records])
+    info(f"--aspect auto: {aspect_name(aspect)}, the training photos' usual shape")
+    return aspect
 
 
 def read_checkpoint(path: Path) -> dict:

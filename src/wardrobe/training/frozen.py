@@ -57,15 +57,15 @@ class FrozenPrefix:
     def __init__(self, model: nn.Module, k: int, threads: int | None = None):
         self.model, self.k = model, k
         self.threads = threads or torch.get_num_threads()
-        self.sessions: dict[int, object] = {}
+        self.sessions: dict[tuple[int, int], object] = {}
         self.tmp = tempfile.TemporaryDirectory(prefix="wardrobe-prefix-")
 
-    def _session(self, size: int):
+    def _session(self, size: tuple[int, int]):
         if size not in self.sessions:
             import onnxruntime as ort  # heavy: ONNX Runtime, only when a run uses the fast path
 
             prefix = _Prefix(self.model, self.k).eval()
-            path = export_onnx(prefix, size, Path(self.tmp.name) / f"prefix{size}.onnx", output_names=("features",))
+            path = export_onnx(prefix, size, Path(self.tmp.name) / f"prefix{size[0]}x{size[1]}.onnx", output_names=("features",))
             opts = ort.SessionOptions()
             opts.log_severity_level = 3
             opts.intra_op_num_threads = self.threads
@@ -73,7 +73,7 @@ class FrozenPrefix:
         return self.sessions[size]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        sess = self._session(int(x.shape[-1]))
+        sess = self._session((int(x.shape[-2]), int(x.shape[-1])))
         out = sess.run(None, {"pixels": np.ascontiguousarray(x.detach().float().numpy())})[0]
         return torch.from_numpy(out).contiguous(memory_format=torch.channels_last)
 
