@@ -44,6 +44,19 @@ def varied_photo(seed: int, size: tuple[int, int] = (160, 128)) -> Image.Image:
     return Image.fromarray(np.clip(np.asarray(img, dtype=np.float64) + noise, 0, 255).astype(np.uint8))
 
 
+def banded_portraits(root, n: int = 6, shape: tuple[int, int] = (128, 64)):
+    """Grey-noise portraits (height, width ``shape``) whose class, red or blue, is a band over the
+    top eighth only: a centre square never sees it."""
+    rng = np.random.default_rng(0)
+    for kind, colour in (("red", (230, 20, 20)), ("blue", (20, 20, 230))):
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            a = rng.integers(90, 160, size=(*shape, 3), dtype=np.uint8)
+            a[: shape[0] // 8] = colour
+            Image.fromarray(a).save(root / kind / f"{kind}_{i}.png")
+    return root
+
+
 def reencode(img: Image.Image, quality: int) -> Image.Image:
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=quality)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from synthetic_photos import banded_portraits
 from torchvision.transforms import v2
 from typer.testing import CliRunner
 
@@ -30,14 +31,7 @@ runner = CliRunner()
 
 def _portraits(root, n=6):
     """3:4 portraits whose class is a coloured band in the top eighth (a centre square misses it)."""
-    rng = np.random.default_rng(0)
-    for kind, colour in (("red", (230, 20, 20)), ("blue", (20, 20, 230))):
-        (root / kind).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            a = rng.integers(90, 160, size=(96, 72, 3), dtype=np.uint8)
-            a[:12] = colour
-            Image.fromarray(a).save(root / kind / f"{kind}_{i}.png")
-    return root
+    return banded_portraits(root, n, (96, 72))
 
 
 @pytest.mark.parametrize("mode", ["squash", "crop"])

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from synthetic_photos import banded_portraits
 from typer.testing import CliRunner
 
 import wardrobe
@@ -24,16 +25,8 @@ runner = CliRunner()
 
 
 def _tall_photos(root, n=6):
-    """Portrait photos (as the clothing data's 3:4) whose class shows only in the top eighth: a red or
-    a blue band where a centre square never looks."""
-    rng = np.random.default_rng(0)
-    for kind, colour in (("red", (230, 20, 20)), ("blue", (20, 20, 230))):
-        (root / kind).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            a = rng.integers(90, 160, size=(128, 64, 3), dtype=np.uint8)
-            a[:16] = colour
-            Image.fromarray(a).save(root / kind / f"{kind}_{i}.png")
-    return root
+    """Portrait photos whose class shows only in the top eighth, where a centre square never looks."""
+    return banded_portraits(root, n, (128, 64))
 
 
 def _top_rows_colour(batch) -> np.ndarray:
