@@ -13,34 +13,26 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2 import functional as F
 
 from wardrobe.data.presets import load_preset
 from wardrobe.models.levels import use_levels
 from wardrobe.models.registry import create_backbone
 from wardrobe.training.probe import fit_linear_probe, head_features
-
-MEAN = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1) * 255
-STD = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1) * 255
+from wardrobe.transforms import Preprocess
 
 
 class Views(Dataset):
-    def __init__(self, records, hw, mode):
-        self.records, self.hw, self.mode = records, hw, mode
+    """Each photo through ``pre``: squashed into its input, or its centre ("crop": shorter side to
+    the input / 0.875, then the centre)."""
+
+    def __init__(self, records, pre: Preprocess):
+        self.records, self.pre = records, pre
 
     def __len__(self):
         return len(self.records)
 
     def __getitem__(self, i):
-        img = Image.open(self.records[i].path).convert("RGB")
-        h, w = self.hw
-        if self.mode == "squash":
-            img = F.resize(img, [h, w], interpolation=InterpolationMode.BICUBIC, antialias=True)
-        else:  # crop: shorter side to h / 0.875, then the centre
-            img = F.resize(img, int(h / 0.875), interpolation=InterpolationMode.BICUBIC, antialias=True)
-            img = F.center_crop(img, [h, w])
-        return F.pil_to_tensor(img)
+        return self.pre.pixels(Image.open(self.records[i].path).convert("RGB"))
 
 
 def main() -> None:
@@ -53,11 +45,12 @@ def main() -> None:
     model = use_levels(create_backbone("efficientnet_lite1").model, 3).eval().to(memory_format=torch.channels_last)
     for spec in sys.argv[1:]:
         mode, h, w = spec.split(":")
+        pre = Preprocess(input_size=int(h), resize_mode=mode, aspect=int(w) / int(h))
         t = time.time()
         feats = []
         with torch.inference_mode():
-            for px in DataLoader(Views(records, (int(h), int(w)), mode), batch_size=32, num_workers=1):
-                x = ((px.float() - MEAN) / STD).contiguous(memory_format=torch.channels_last)
+            for px in DataLoader(Views(records, pre), batch_size=32, num_workers=1):
+                x = pre.normalize(px).contiguous(memory_format=torch.channels_last)
                 feats.append(model(x).reshape(len(px), -1).numpy())
         x = head_features(np.concatenate(feats), "sqrt_linear")
         weights, bias, fit = fit_linear_probe(x[:n], y[:n], x[n:], y[n:], len(ds.classes))

@@ -39,7 +39,6 @@ def cache_preprocess(size: int, interpolation: str = "bicubic", resize_mode: str
 class PixelCache:
     def __init__(self, size: int, interpolation: str = "bicubic", resize_mode: str = "crop",
                  root: Path | None = None, aspect: float = 1.0):
-        self.size = size
         self.preprocess = cache_preprocess(size, interpolation, resize_mode, aspect)
         self.shape = (*self.preprocess.hw, 3)
         name = f"{size}-{interpolation}-{resize_mode}" + (f"-a{aspect:g}" if aspect != 1.0 else "")

@@ -15,6 +15,7 @@ from PIL import Image
 
 from wardrobe.data.images import load_image
 from wardrobe.inference.classifier import Classifier
+from wardrobe.models.runtime import input_hw
 
 
 def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
@@ -133,5 +134,5 @@ def params_and_mflops(model: torch.nn.Module, input_size: int | tuple[int, int])
     params = sum(p.numel() for p in model.parameters())
     model = model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, 3, *((input_size, input_size) if isinstance(input_size, int) else input_size)))
+        model(torch.zeros(1, 3, *input_hw(input_size)))
     return int(params), counter.get_total_flops() / 1e6

@@ -54,7 +54,8 @@ class _StaticSamePadConv(torch.nn.Module):
                                           0, c.dilation, c.groups)
 
 
-def _hw(input_size: int | tuple[int, int]) -> tuple[int, int]:
+def input_hw(input_size: int | tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of an input given as one side (square) or as (height, width)."""
     return (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
 
 
@@ -76,7 +77,7 @@ def static_same_padding(model: torch.nn.Module, input_size: int | tuple[int, int
 
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros(1, 3, *_hw(input_size)))
+            model.eval()(torch.zeros(1, 3, *input_hw(input_size)))
     finally:
         for h in hooks:
             h.remove()
@@ -173,7 +174,7 @@ def export_onnx(model: torch.nn.Module, input_size: int | tuple[int, int], path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     model = static_same_padding(model.eval().to("cpu", memory_format=torch.contiguous_format), input_size)
-    dummy = torch.zeros(1, 3, *_hw(input_size))
+    dummy = torch.zeros(1, 3, *input_hw(input_size))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, dummy, str(tmp), input_names=[ONNX_INPUT_NAME], output_names=list(output_names),
