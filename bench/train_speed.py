@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from torchvision.transforms import v2
 
 from wardrobe.data import load_dataset
 from wardrobe.evaluation.speed import cpu_model, synthetic_photos
@@ -25,6 +26,7 @@ from wardrobe.training.config import BEST, fit_config
 from wardrobe.training.datamodule import PhotoDataModule
 from wardrobe.training.finetune import resolve_aspect
 from wardrobe.training.frozen import FrozenPrefix, forward_rest, frozen_prefix_length
+from wardrobe.training import augment
 from wardrobe.training.module import ClassifierModule
 
 
@@ -61,8 +63,10 @@ def build(cfg):
 def candidate(name: str, ds, cfg, batches: int, *, prefix: str = "torch", bf16: bool = False, train_size=None,
               threads: int | None = None, workers: int = 1, cached: bool = False, compile_rest: bool = False,
               bn_eval: bool = False, image_size: int | None = None, resize: str = "crop", trainable: str | None = None,
-              freeze_depthwise: bool = False, aspect: str | None = None) -> dict:
+              freeze_depthwise: bool = False, aspect: str | None = None, tv_jitter: bool = False) -> dict:
     torch.set_num_threads(threads or os.cpu_count() or 2)
+    # tv_jitter: torchvision's ColorJitter (hue through HSV), what every path used before session 33
+    augment.ColorMatrixJitter = v2.ColorJitter if tv_jitter else JITTER
     # bn_eval: every batch-norm uses its ImageNet statistics; its scale and shift still train
     cfg = dataclasses.replace(cfg, train_size=train_size, workers=workers, freeze_bn=bn_eval, image_size=image_size,
                               resize=resize, trainable=trainable or cfg.trainable, freeze_depthwise=freeze_depthwise,
@@ -123,13 +127,17 @@ def candidate(name: str, ds, cfg, batches: int, *, prefix: str = "torch", bf16: 
 # 224 px training crops; session 26: the depthwise kernels frozen); "best preset, session 16": the
 # centre square, 192 px training crops; "best preset session 25": the depthwise kernels training;
 # "best preset 3:4 256x192 crops" and "... 264x198 crops": session 32's trials, 3:4 inputs of 320 x 240 px
-# (--aspect 3:4 --image-size 277) trained on crops of 256 x 192 (--train-size 222) or 264 x 198 (229).
+# (--aspect 3:4 --image-size 277) trained on crops of 256 x 192 (--train-size 222) or 264 x 198 (229);
+# "best preset session 32": the preset with torchvision's colour jitter (session 33 made it one matrix).
+# "today" keeps torchvision's jitter too: the baseline stays the path the issue measured.
+JITTER = augment.ColorMatrixJitter
 NOW = {"prefix": "onnx", "bn_eval": True, "image_size": BEST.image_size, "train_size": BEST.train_size,
        "resize": BEST.resize, "workers": 0, "freeze_depthwise": BEST.freeze_depthwise, "aspect": BEST.aspect}
-S25 = {**NOW, "freeze_depthwise": False}
+S25 = {**NOW, "freeze_depthwise": False, "tv_jitter": True}
 CANDIDATES = {
-    "today": {},
+    "today": {"tv_jitter": True},
     "best preset now": NOW,
+    "best preset session 32": {**NOW, "tv_jitter": True},
     "best preset now last:6": {**NOW, "trainable": "last:6"},
     "best preset now+bf16": {**NOW, "bf16": True},
     "best preset now+bf16 prefix in torch": {**NOW, "prefix": "torch-bf16", "bf16": True},

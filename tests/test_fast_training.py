@@ -16,7 +16,7 @@ from wardrobe.models.heads import set_head
 from wardrobe.models.modelfile import load_model
 from wardrobe.models.registry import create_backbone
 from wardrobe.models.stages import trainable_stages
-from wardrobe.training.augment import Degrade, train_transform
+from wardrobe.training.augment import ColorMatrixJitter, Degrade, hue_rotation, train_transform
 from wardrobe.training.config import TRAIN_PRESETS
 from wardrobe.training.frozen import FrozenPrefix, forward_rest, frozen_prefix_length, make_prefix
 from wardrobe.training.knobs import Augment
@@ -137,6 +137,15 @@ def test_layer_decay_gives_each_lower_stage_a_smaller_learning_rate():
         fit_config(layer_decay=1.5)
 
 
+def test_adamw_on_a_cpu_is_the_fused_kernel():
+    from wardrobe.training.config import fit_config
+    from wardrobe.training.module import ClassifierModule
+
+    model, _ = _lite("last:2")
+    opt = ClassifierModule(model, 3, fit_config(optimizer="adamw", scheduler="none")).configure_optimizers()
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"]
+
+
 def test_degrade_changes_the_given_share_of_photos():
     x = torch.randint(0, 256, (3, 48, 48), dtype=torch.uint8)
     torch.manual_seed(0)
@@ -147,6 +156,60 @@ def test_degrade_changes_the_given_share_of_photos():
     assert 0.15 < share < 0.35
     pre = Preprocess(input_size=32, mean=(0, 0, 0), std=(1, 1, 1))
     assert any(isinstance(t, Degrade) for t in train_transform(Augment(degrade=0.3), pre).transforms)
+
+
+def _fixed_jitter(monkeypatch, draws):
+    """ColorMatrixJitter with its random draws replaced, in order: brightness, contrast, saturation
+    factors, then the hue shift as a fraction of the circle."""
+    values = iter(draws)
+
+    class Draw:
+        def uniform_(self, lo, hi):
+            return torch.tensor(next(values))
+
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: Draw())
+    return ColorMatrixJitter(0.1, 0.1, 0.1, 0.025)
+
+
+@pytest.mark.parametrize("name, draws", [("brightness", [1.1, 1, 1, 0]), ("contrast", [1, 0.9, 1, 0]),
+                                         ("saturation", [1, 1, 1.1, 0]), ("saturation", [1, 1, 0.9, 0])])
+def test_colour_matrix_jitter_matches_torchvision_one_adjustment_at_a_time(monkeypatch, name, draws):
+    from torchvision.transforms.v2 import functional as TF
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (3, 40, 48), dtype=torch.uint8, generator=g)
+    factor = {"brightness": draws[0], "contrast": draws[1], "saturation": draws[2]}[name]
+    want = getattr(TF, f"adjust_{name}")(x, factor)
+    got = _fixed_jitter(monkeypatch, draws)(x)
+    assert got.dtype == torch.uint8 and got.shape == x.shape
+    assert (got.int() - want.int()).abs().max() <= 1  # rounding only
+    assert not torch.equal(got, x)
+
+
+def test_colour_matrix_jitter_hue_rotates_colours_and_keeps_greys(monkeypatch):
+    assert torch.allclose(hue_rotation(0.0), torch.eye(3))
+    # a third of the circle sends red to green and green to blue, as a hue shift does
+    third = hue_rotation(2 * np.pi / 3)
+    assert torch.allclose(third @ torch.tensor([1.0, 0, 0]), torch.tensor([0.0, 1, 0]), atol=1e-6)
+    assert torch.allclose(third @ torch.tensor([0.0, 1, 0]), torch.tensor([0.0, 0, 1]), atol=1e-6)
+    grey = torch.full((3, 8, 8), 97, dtype=torch.uint8)
+    assert torch.equal(_fixed_jitter(monkeypatch, [1, 1, 1, 0.025])(grey), grey)
+    colour = torch.zeros(3, 8, 8, dtype=torch.uint8)
+    colour[0], colour[1] = 200, 40
+    shifted = _fixed_jitter(monkeypatch, [1, 1, 1, 0.025])(colour)
+    # a positive shift moves an orange-red towards yellow: more green, less red, as HSV's would
+    assert shifted[1].float().mean() > 40 and shifted[0].float().mean() < 200
+
+
+def test_colour_jitter_in_training_is_the_one_matrix_kind_and_varies_photos():
+    pre = Preprocess(input_size=32, mean=(0, 0, 0), std=(1, 1, 1))
+    ops = train_transform(Augment(color_jitter=0.2), pre).transforms
+    assert any(isinstance(t, ColorMatrixJitter) for t in ops)
+    x = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    jitter = ColorMatrixJitter(0.2, 0.2, 0.2, 0.05)
+    outs = [jitter(x) for _ in range(5)]
+    assert all(o.dtype == torch.uint8 for o in outs)
+    assert len({o.float().mean().item() for o in outs}) == 5
+    assert all((o.int() - x.int()).abs().float().mean() < 40 for o in outs)
 
 
 def test_balanced_softmax_is_cross_entropy_on_prior_shifted_logits():
