@@ -2,7 +2,9 @@
 run: photos/s of forward + backward + AdamW step, with the pixel-cache loading and augmentation of a
 real DataLoader included (its worker runs beside the network, as in `wardrobe train`).
 
-Run: .venv/bin/python bench/train_speed.py [--data clothing-top10] [--batches 12] [--only NAME,...]
+Run: .venv/bin/python bench/train_speed.py [--data clothing-top10] [--batches 8] [--rounds 4] [--only NAME,...]
+The candidates train in turn, round after round; each prints its median photos/s and the median of its
+per-round ratios to today's path (and their range).
 Without the benchmark photos it makes synthetic ones (timings then only compare candidates).
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -18,15 +21,15 @@ from pathlib import Path
 import torch
 from torchvision.transforms import v2
 
-from wardrobe.data import load_dataset
+from wardrobe.data import assign_splits, load_dataset
 from wardrobe.evaluation.speed import cpu_model, synthetic_photos
 from wardrobe.models.heads import set_head
 from wardrobe.models.registry import create_backbone
+from wardrobe.training import augment
 from wardrobe.training.config import BEST, fit_config
 from wardrobe.training.datamodule import PhotoDataModule
 from wardrobe.training.finetune import resolve_aspect
 from wardrobe.training.frozen import FrozenPrefix, forward_rest, frozen_prefix_length
-from wardrobe.training import augment
 from wardrobe.training.module import ClassifierModule
 
 
@@ -60,11 +63,15 @@ def build(cfg):
     return backbone, model, frozen_prefix_length(model, module.final_trainable)
 
 
-def candidate(name: str, ds, cfg, batches: int, *, prefix: str = "torch", bf16: bool = False, train_size=None,
+def candidate(name: str, ds, cfg, *, prefix: str = "torch", bf16: bool = False, train_size=None,
               threads: int | None = None, workers: int = 1, cached: bool = False, compile_rest: bool = False,
               bn_eval: bool = False, image_size: int | None = None, resize: str = "crop", trainable: str | None = None,
-              freeze_depthwise: bool = False, aspect: str | None = None, tv_jitter: bool = False) -> dict:
-    torch.set_num_threads(threads or os.cpu_count() or 2)
+              freeze_depthwise: bool = False, aspect: str | None = None, tv_jitter: bool = False,
+              fused: bool = False) -> dict:
+    """Builds one candidate and returns {"name", "step": a function that trains ``n`` batches and
+    returns photos/s, "compile_s"}; two warm-up batches have run."""
+    n_threads = threads or os.cpu_count() or 2
+    torch.set_num_threads(n_threads)
     # tv_jitter: torchvision's ColorJitter (hue through HSV), what every path used before session 33
     augment.ColorMatrixJitter = v2.ColorJitter if tv_jitter else JITTER
     # bn_eval: every batch-norm uses its ImageNet statistics; its scale and shift still train
@@ -77,7 +84,8 @@ def candidate(name: str, ds, cfg, batches: int, *, prefix: str = "torch", bf16: 
     dm.prepare_data()
     dm.setup("fit")
     loader = dm.train_dataloader()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], cfg.lr)
+    # fused: one kernel for the whole AdamW update, as `wardrobe train` uses since session 33
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], cfg.lr, fused=fused or None)
     ort_prefix = FrozenPrefix(model, k) if prefix == "onnx" else None
 
     def features(x):
@@ -88,22 +96,22 @@ def candidate(name: str, ds, cfg, batches: int, *, prefix: str = "torch", bf16: 
         return out.float()
 
     rest = (lambda f: forward_rest(model, f, k))
-    compile_s = None
     if compile_rest:
-        t = time.perf_counter()
         rest = torch.compile(rest)
     store = []
-    n = 0
-    t0 = None
     it = iter(loader)
-    for i in range(batches + 2):
-        if i == 2:
-            t0, n = time.perf_counter(), 0
-        x, y = next(it)
+
+    def batch(i: int) -> int:
+        nonlocal it
+        try:
+            x, y = next(it)
+        except StopIteration:  # an epoch is over: a new one, as a run would
+            it = iter(loader)
+            x, y = next(it)
         if cached:
             # The frozen prefix's output read back from memory: what an epoch costs once every view
             # a run will use has been computed (the cost of computing them is the prefix's).
-            if i < 2:
+            if len(store) < 2:
                 store.append(features(x).clone())
             f = store[i % len(store)]
         else:
@@ -114,11 +122,21 @@ def candidate(name: str, ds, cfg, batches: int, *, prefix: str = "torch", bf16: 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if compile_rest and i == 0:
-            compile_s = time.perf_counter() - t
-        n += len(y)
-    rate = n / (time.perf_counter() - t0)
-    return {"name": name, "images_per_s": rate, "compile_s": compile_s}
+        return len(y)
+
+    t = time.perf_counter()
+    batch(0)
+    compile_s = time.perf_counter() - t if compile_rest else None
+    batch(1)
+
+    def step(n: int) -> float:
+        torch.set_num_threads(n_threads)
+        t0, photos = time.perf_counter(), 0
+        for i in range(n):
+            photos += batch(i)
+        return photos / (time.perf_counter() - t0)
+
+    return {"name": name, "step": step, "compile_s": compile_s}
 
 
 # "today": the path of the best preset before this benchmark (frozen stages in eager PyTorch,
@@ -131,13 +149,13 @@ def candidate(name: str, ds, cfg, batches: int, *, prefix: str = "torch", bf16: 
 # "best preset session 32": the preset with torchvision's colour jitter (session 33 made it one matrix).
 # "today" keeps torchvision's jitter too: the baseline stays the path the issue measured.
 JITTER = augment.ColorMatrixJitter
-NOW = {"prefix": "onnx", "bn_eval": True, "image_size": BEST.image_size, "train_size": BEST.train_size,
+NOW = {"prefix": "onnx", "bn_eval": True, "fused": True, "image_size": BEST.image_size, "train_size": BEST.train_size,
        "resize": BEST.resize, "workers": 0, "freeze_depthwise": BEST.freeze_depthwise, "aspect": BEST.aspect}
-S25 = {**NOW, "freeze_depthwise": False, "tv_jitter": True}
+S25 = {**NOW, "freeze_depthwise": False, "tv_jitter": True, "fused": False}
 CANDIDATES = {
     "today": {"tv_jitter": True},
     "best preset now": NOW,
-    "best preset session 32": {**NOW, "tv_jitter": True},
+    "best preset session 32": {**NOW, "tv_jitter": True, "fused": False},
     "best preset now last:6": {**NOW, "trainable": "last:6"},
     "best preset now+bf16": {**NOW, "bf16": True},
     "best preset now+bf16 prefix in torch": {**NOW, "prefix": "torch-bf16", "bf16": True},
@@ -166,7 +184,8 @@ CANDIDATES = {
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="clothing-top10")
-    ap.add_argument("--batches", type=int, default=12)
+    ap.add_argument("--batches", type=int, default=8, help="batches a candidate trains in each round")
+    ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--only", default="")
     args = ap.parse_args()
     if args.data == "clothing-top10" and not os.environ.get("WARDROBE_DATA_DIR") and Path("../shared/data").is_dir():
@@ -178,26 +197,40 @@ def main() -> None:
         for c in range(4):
             synthetic_photos(folder / f"class{c}", n=24, seed=c)
         ds = load_dataset(folder)
+        ds = assign_splits(ds, 0.15)
         print("(synthetic photos: the benchmark data was not found)")
     cfg = fit_config(BEST)
     print(f"machine: {os.cpu_count()} cores, {cpu_model()}")
     print(f"vector extensions: {extensions()}; native bf16: {native_bf16()}")
     print(f"best preset: {cfg.model} {cfg.image_size or 'native'} px ({cfg.resize}, --aspect {cfg.aspect or 'square'}), "
-          f"trainable {cfg.trainable}, "
-          f"batch {cfg.batch_size}, {args.batches} timed batches after 2 warm-up")
+          f"trainable {cfg.trainable}, batch {cfg.batch_size}; every candidate trains {args.batches} batches in "
+          f"each of {args.rounds} rounds, in turn (after 2 warm-up batches)")
     only = [s.strip() for s in args.only.split(",") if s.strip()]
-    base = None
+    runs = []
     for name, kw in CANDIDATES.items():
         if only and name not in only and name != "today":
             continue
         try:
-            r = candidate(name, ds, cfg, args.batches, **kw)
+            runs.append(candidate(name, ds, cfg, **kw))
         except Exception as exc:  # noqa: BLE001 - a candidate that cannot run is a result too
             print(f"{name:32s} failed: {str(exc).splitlines()[0][:150]}")
-            continue
-        base = base or r["images_per_s"]
+    # The host's speed drifts by tens of percent over minutes (other tenants): taking the candidates
+    # in turn, round after round, exposes each to the same drift, and each round's ratio to today's
+    # path compares batches trained within a minute of each other.
+    if not runs:
+        raise SystemExit("no candidate could run")
+    rates = {r["name"]: [] for r in runs}
+    for _ in range(args.rounds):
+        for r in runs:
+            rates[r["name"]].append(r["step"](args.batches))
+    base = rates[runs[0]["name"]]
+    for r in runs:
+        rs = rates[r["name"]]
+        ratios = sorted(x / b for x, b in zip(rs, base))
         extra = f"  (compile {r['compile_s']:.0f} s)" if r["compile_s"] else ""
-        print(f"{name:32s} {r['images_per_s']:6.1f} photos/s  {r['images_per_s'] / base:4.2f}x{extra}", flush=True)
+        print(f"{r['name']:32s} {statistics.median(rs):6.1f} photos/s  {statistics.median(ratios):4.2f}x  "
+              f"(rounds {', '.join(f'{x:.1f}' for x in rs)}; ratio {ratios[0]:.2f}-{ratios[-1]:.2f}){extra}",
+              flush=True)
 
 
 if __name__ == "__main__":
