@@ -111,7 +111,7 @@ class ClassifierModule(L.LightningModule):
         lr_bb = cfg.lr * cfg.backbone_lr_mult
         groups = [{"params": self.head_params, "lr": cfg.lr}, *self.backbone_groups(lr_bb)]
         if cfg.optimizer == "adamw":
-            # one fused kernel for the whole update: 3x less time per step than the foreach default on a CPU
+            # one fused kernel for the whole update: 3x faster than the foreach default on a CPU (session 33)
             fused = self.device.type in ("cpu", "cuda")
             opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
         else:
