@@ -11,6 +11,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,18 +48,19 @@ def main() -> None:
     args = ap.parse_args()
     if not os.environ.get("WARDROBE_DATA_DIR") and Path("../shared/data").is_dir():
         os.environ["WARDROBE_DATA_DIR"] = str(Path("../shared/data").resolve())
-    out = Path(os.environ.get("TMPDIR", "/tmp")) / f"loop-speed-{os.getpid()}"
-    for _ in range(args.pairs):
-        for jitter in ("torchvision", "one matrix"):
-            env = {**os.environ, "JITTER": jitter, "BATCHES": str(args.batches)}
-            t = time.perf_counter()
-            res = subprocess.run([sys.executable, "-c", CHILD, str(out)], env=env, capture_output=True, text=True,
-                                 check=False)
-            rate = next((ln.split()[1] for ln in res.stdout.splitlines() if ln.startswith("RESULT")), None)
-            if rate is None:
-                raise SystemExit(f"the run failed: {(res.stderr or res.stdout).strip().splitlines()[-1]}")
-            print(f"colour jitter {jitter:12s} {rate} photos/s  ({time.perf_counter() - t:.0f} s with set-up)",
-                  flush=True)
+    with tempfile.TemporaryDirectory(prefix="loop-speed-") as tmp:  # the runs' folders go with it
+        out = Path(tmp) / "run"
+        for _ in range(args.pairs):
+            for jitter in ("torchvision", "one matrix"):
+                env = {**os.environ, "JITTER": jitter, "BATCHES": str(args.batches)}
+                t = time.perf_counter()
+                res = subprocess.run([sys.executable, "-c", CHILD, str(out)], env=env, capture_output=True,
+                                     text=True, check=False)
+                rate = next((ln.split()[1] for ln in res.stdout.splitlines() if ln.startswith("RESULT")), None)
+                if rate is None:
+                    raise SystemExit(f"the run failed: {(res.stderr or res.stdout).strip().splitlines()[-1]}")
+                print(f"colour jitter {jitter:12s} {rate} photos/s  ({time.perf_counter() - t:.0f} s with set-up)",
+                      flush=True)
 
 
 if __name__ == "__main__":
