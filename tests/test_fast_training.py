@@ -12,13 +12,14 @@ import torch
 from conftest import make_folder_dataset
 
 import wardrobe
-from wardrobe.models.heads import set_head
+from wardrobe.models.heads import LogitsAndEmbedding, set_head
 from wardrobe.models.modelfile import load_model
 from wardrobe.models.registry import create_backbone
 from wardrobe.models.stages import trainable_stages
 from wardrobe.training.augment import ColorMatrixJitter, Degrade, hue_rotation, train_transform
 from wardrobe.training.config import TRAIN_PRESETS
-from wardrobe.training.frozen import FrozenPrefix, forward_rest, frozen_prefix_length, make_prefix
+from wardrobe.training.finetune import predict_probs
+from wardrobe.training.frozen import FinishedNetwork, FrozenPrefix, forward_rest, frozen_prefix_length, make_prefix
 from wardrobe.training.knobs import Augment
 from wardrobe.training.losses import make_loss
 from wardrobe.training.posthoc import TAUS, adjustment, cross_fitted, fit_logit_adjustment
@@ -60,6 +61,38 @@ def test_onnx_prefix_then_torch_rest_equals_the_whole_network(size):
         split = forward_rest(model, prefix(x), prefix.k)
     assert torch.allclose(whole, split, atol=1e-4), (whole - split).abs().max()
     assert make_prefix(model, active, "off") is None
+
+
+def test_a_finished_network_scores_in_onnx_runtime_as_in_pytorch(monkeypatch):
+    model, _ = _lite("last:4")
+    net = LogitsAndEmbedding(model)
+    x = torch.randn(5, 3, 64, 64)
+    with torch.no_grad():
+        logits, emb = net(x)
+    fast = FinishedNetwork(net, 2)
+    out = fast(x)
+    assert fast.onnx is not None and (64, 64) in fast.onnx.sessions  # the run went through ONNX Runtime
+    assert np.allclose(out[0], logits.numpy(), atol=1e-4) and np.allclose(out[1], emb.numpy(), atol=1e-4)
+    plain = FinishedNetwork(net, 2, "off")
+    assert plain.onnx is None and np.allclose(plain(x)[0], logits.numpy(), atol=1e-5)
+
+    def broken(self, batch):
+        raise RuntimeError("exporter says no")
+
+    monkeypatch.setattr("wardrobe.models.runtime.OnnxModule.__call__", broken)
+    fallback = FinishedNetwork(net, 2)
+    assert np.allclose(fallback(x)[1], emb.numpy(), atol=1e-5) and fallback.onnx is None
+
+
+def test_predict_probs_gives_probabilities_and_embeddings_for_every_photo():
+    model, _ = _lite("last:4")
+    ds = [(torch.randn(3, 64, 64), 0) for _ in range(70)]  # more than one batch of 64
+    probs, emb = predict_probs(model, ds, 0)
+    assert probs.shape == (70, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert emb.shape == (70, model.num_features)
+    with torch.no_grad():
+        expected = torch.softmax(model(torch.stack([x for x, _ in ds[:4]])), 1).numpy()
+    assert np.allclose(probs[:4], expected, atol=1e-4)
 
 
 def test_fast_path_trains_and_matches_the_plain_path(tiny, tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -186,6 +187,41 @@ def export_onnx(model: torch.nn.Module, input_size: int | tuple[int, int], path:
     return path
 
 
+def onnx_session(path: Path, threads: int | None = None):
+    import onnxruntime as ort  # heavy: ONNX Runtime, only when running an export
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+class OnnxModule:
+    """A torch module whose weights will not change again, run in ONNX Runtime: exported once per
+    input size, at the first batch of that size, into a temporary folder that goes with this object.
+    Returns a list of numpy arrays, one per name in ``output_names``. Not an nn.Module on purpose: it
+    holds no weights of its own."""
+
+    def __init__(self, module: torch.nn.Module, output_names: tuple[str, ...] = ("output",),
+                 threads: int | None = None):
+        self.module, self.output_names = module, output_names
+        self.threads = threads or torch.get_num_threads()
+        self.sessions: dict[tuple[int, int], object] = {}
+        self.tmp = tempfile.TemporaryDirectory(prefix="wardrobe-onnx-")
+
+    def session(self, size: tuple[int, int]):
+        if size not in self.sessions:
+            path = export_onnx(self.module, size, Path(self.tmp.name) / f"net{size[0]}x{size[1]}.onnx",
+                               output_names=self.output_names)
+            self.sessions[size] = onnx_session(path, self.threads)
+        return self.sessions[size]
+
+    def __call__(self, x: torch.Tensor) -> list[np.ndarray]:
+        sess = self.session((int(x.shape[-2]), int(x.shape[-1])))
+        return sess.run(None, {ONNX_INPUT_NAME: np.ascontiguousarray(x.detach().float().numpy())})
+
+
 class TorchRunner:
     def __init__(self, model: torch.nn.Module, device: str | None = None, outputs: int = 1):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -205,17 +241,13 @@ class TorchRunner:
 
 class OnnxRunner:
     def __init__(self, model: torch.nn.Module, input_size: int | tuple[int, int], key: dict, outputs: int = 1):
-        import onnxruntime as ort  # heavy: ONNX Runtime, only when running an export
-
         # "export" changes whenever the exported graph does, so older cached exports are not reused.
         path = cache_dir() / "onnx" / f"{key_digest({**key, 'export': 3, 'outputs': outputs})}.onnx"
         if not path.is_file():
             export_onnx(model, input_size, path, output_names=tuple(f"output{i}" for i in range(outputs))
                         if outputs > 1 else ("output",))
         self.outputs = outputs
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path)
         self.input = self.session.get_inputs()[0].name
 
     def __call__(self, x: torch.Tensor):

@@ -28,6 +28,7 @@ from wardrobe.training.averaging import EpochAverage, MovingAverage
 from wardrobe.training.callbacks import EpochLog, FitScheduleToBudget, OverfitWarning, RankReport, ValidationScores
 from wardrobe.training.config import FitConfig
 from wardrobe.training.datamodule import PhotoDataModule, imbalance_of, loader
+from wardrobe.training.frozen import FinishedNetwork, env_fast_path
 from wardrobe.training.module import ClassifierModule
 from wardrobe.training.posthoc import cross_fitted_run, fit_logit_adjustment, macro_f1, taus_for
 from wardrobe.training.probe import attach_head, default_levels, probe_init
@@ -224,18 +225,18 @@ def read_checkpoint(path: Path) -> dict:
     return ckpt
 
 
-@torch.inference_mode()
 def predict_probs(model: torch.nn.Module, ds, workers: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """(probabilities, pooled embeddings or None for networks without timm's forward_head)."""
+    """(probabilities, pooled embeddings or None for networks without timm's forward_head). In ONNX
+    Runtime where the fast path runs: these passes over every photo took 3.6 minutes of a top-10
+    run in eager PyTorch (docs/benchmarks.md, session 34)."""
     both = has_embedding(model)
-    net = LogitsAndEmbedding(model) if both else model
+    net = FinishedNetwork(LogitsAndEmbedding(model) if both else model, 2 if both else 1, env_fast_path())
     probs, embs = [], []
     for x, _ in loader(ds, 64, workers):
-        out = net(x.contiguous(memory_format=torch.channels_last))
-        logits, emb = out if both else (out, None)
-        probs.append(softmax(logits.float().numpy()))
+        out = net(x)
+        probs.append(softmax(out[0]))
         if both:
-            embs.append(emb.float().numpy())
+            embs.append(out[1])
     if not probs:
         return np.zeros((0, 0)), None
     return np.concatenate(probs), (np.concatenate(embs) if both else None)

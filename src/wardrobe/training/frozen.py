@@ -11,15 +11,12 @@ several times faster than eager PyTorch.
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from wardrobe.models.levels import first_level_stage, forward_levels_from
-from wardrobe.models.runtime import export_onnx, onnxruntime_available
+from wardrobe.models.runtime import OnnxModule, onnxruntime_available
 from wardrobe.models.stages import stage_modules
 from wardrobe.ui import warn
 
@@ -56,26 +53,10 @@ class FrozenPrefix:
 
     def __init__(self, model: nn.Module, k: int, threads: int | None = None):
         self.model, self.k = model, k
-        self.threads = threads or torch.get_num_threads()
-        self.sessions: dict[tuple[int, int], object] = {}
-        self.tmp = tempfile.TemporaryDirectory(prefix="wardrobe-prefix-")
-
-    def _session(self, size: tuple[int, int]):
-        if size not in self.sessions:
-            import onnxruntime as ort  # heavy: ONNX Runtime, only when a run uses the fast path
-
-            prefix = _Prefix(self.model, self.k).eval()
-            path = export_onnx(prefix, size, Path(self.tmp.name) / f"prefix{size[0]}x{size[1]}.onnx", output_names=("features",))
-            opts = ort.SessionOptions()
-            opts.log_severity_level = 3
-            opts.intra_op_num_threads = self.threads
-            self.sessions[size] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        return self.sessions[size]
+        self.onnx = OnnxModule(_Prefix(model, k), ("features",), threads)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        sess = self._session((int(x.shape[-2]), int(x.shape[-1])))
-        out = sess.run(None, {"pixels": np.ascontiguousarray(x.detach().float().numpy())})[0]
-        return torch.from_numpy(out).contiguous(memory_format=torch.channels_last)
+        return torch.from_numpy(self.onnx(x)[0]).contiguous(memory_format=torch.channels_last)
 
 
 def forward_rest(model: nn.Module, feats: torch.Tensor, k: int) -> torch.Tensor:
@@ -104,6 +85,29 @@ def make_prefix(model: nn.Module, trainable: list[nn.Module], fast: str = "auto"
         warn(f"the frozen stages could not run in ONNX Runtime ({str(exc).splitlines()[0][:120]}); "
              "training in PyTorch alone")
         return None
+
+
+class FinishedNetwork:
+    """A trained network's passes over photos after training (validation scores, the training photos'
+    embeddings): the whole network in ONNX Runtime when the fast path is on, eager PyTorch otherwise
+    or when the export fails. Calls return a list of numpy arrays, one per output."""
+
+    def __init__(self, net: nn.Module, outputs: int = 1, fast: str = "auto"):
+        self.net, self.outputs = net, outputs
+        self.onnx = OnnxModule(net, tuple(f"output{i}" for i in range(outputs))) \
+            if fast != "off" and not torch.cuda.is_available() and onnxruntime_available() else None
+
+    def __call__(self, x: torch.Tensor) -> list:
+        if self.onnx is not None:
+            try:
+                return self.onnx(x)
+            except Exception as exc:  # noqa: BLE001 - any exporter failure: PyTorch still runs the network
+                warn(f"the trained network could not run in ONNX Runtime ({str(exc).splitlines()[0][:120]}); "
+                     "scoring in PyTorch")
+                self.onnx = None
+        with torch.inference_mode():
+            out = self.net(x.contiguous(memory_format=torch.channels_last))
+        return [o.float().numpy() for o in (out if self.outputs > 1 else (out,))]
 
 
 def env_fast_path() -> str:
