@@ -15,13 +15,13 @@ from wardrobe.training.datamodule import imbalance_of
 from wardrobe.ui import info
 
 
-def long_tail_ratio(trainer, below_ratio: float | None) -> float | None:
-    """The training classes' imbalance (largest over smallest) when it is ``below_ratio`` or more,
-    the long tail on which the best epoch is kept; None otherwise or without a rule."""
-    if below_ratio is None:
+def long_tail_ratio(trainer, threshold: float | None) -> float | None:
+    """The training classes' imbalance (largest over smallest) when it is ``threshold`` or more;
+    None otherwise or without a threshold."""
+    if threshold is None:
         return None
     ratio = imbalance_of(trainer.datamodule.train_counts)
-    return ratio if ratio >= below_ratio else None
+    return ratio if ratio >= threshold else None
 
 
 class EpochAverage(L.Callback):
@@ -68,17 +68,16 @@ class EpochAverage(L.Callback):
 
 class MovingAverage(EMAWeightAveraging):
     """Lightning's moving average of the weights, whose decay may depend on the class counts: on a
-    long tail (largest class ``below_ratio`` times the smallest or more) the best epoch is kept
-    rather than an average of epochs, and a shorter memory (``long_tail_decay``) keeps the peak
-    that the choice is made on."""
+    long tail (largest class ``long_tail_ratio`` times the smallest or more) a shorter memory
+    (``long_tail_decay``), which follows the rare classes' few photos more closely."""
 
-    def __init__(self, decay: float, long_tail_decay: float | None = None, below_ratio: float | None = None):
+    def __init__(self, decay: float, long_tail_decay: float | None = None, long_tail_ratio: float | None = None):
         super().__init__(decay=decay)
-        self.decay, self.long_tail_decay, self.below_ratio = decay, long_tail_decay, below_ratio
+        self.decay, self.long_tail_decay, self.ratio = decay, long_tail_decay, long_tail_ratio
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         # The datamodule's setup runs before the callbacks', so its training counts are known here.
-        ratio = long_tail_ratio(trainer, self.below_ratio) if stage == "fit" else None
+        ratio = long_tail_ratio(trainer, self.ratio) if stage == "fit" else None
         if ratio is not None and self.long_tail_decay is not None:
             self.decay = self.long_tail_decay
             if trainer.is_global_zero:

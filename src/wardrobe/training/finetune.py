@@ -26,7 +26,7 @@ from wardrobe.models.weights import torch_load_tensors
 from wardrobe.settings import quiet
 from wardrobe.training.averaging import EpochAverage, MovingAverage
 from wardrobe.training.callbacks import EpochLog, FitScheduleToBudget, OverfitWarning, RankReport, ValidationScores
-from wardrobe.training.config import FitConfig
+from wardrobe.training.config import LONG_TAIL_RATIO, FitConfig
 from wardrobe.training.datamodule import PhotoDataModule, imbalance_of, loader
 from wardrobe.training.frozen import FinishedNetwork, env_fast_path
 from wardrobe.training.module import ClassifierModule
@@ -169,7 +169,7 @@ def _optional_callbacks(cfg: FitConfig, has_val: bool) -> list:
     if cfg.ema:
         # Validation, checkpoints (best.ckpt's state_dict) and the saved model all see the averaged
         # weights; the raw ones travel in the checkpoint too, so --resume continues both.
-        out.append(MovingAverage(cfg.ema, cfg.ema_long_tail, cfg.average_below_ratio))
+        out.append(MovingAverage(cfg.ema, cfg.ema_long_tail, LONG_TAIL_RATIO))
     if cfg.patience and has_val:
         out.append(EarlyStopping(monitor="val_f1_macro", mode="max", patience=cfg.patience))
     return out
@@ -227,8 +227,8 @@ def read_checkpoint(path: Path) -> dict:
 
 def predict_probs(model: torch.nn.Module, ds, workers: int) -> tuple[np.ndarray, np.ndarray | None]:
     """(probabilities, pooled embeddings or None for networks without timm's forward_head). In ONNX
-    Runtime where the fast path runs: these passes over every photo took 3.6 minutes of a top-10
-    run in eager PyTorch (docs/benchmarks.md, session 34)."""
+    Runtime where the fast path runs: 3.7x eager PyTorch at 272 px, three minutes off a top-10 run
+    (bench/post_training_speed.py, docs/benchmarks.md session 34)."""
     both = has_embedding(model)
     net = FinishedNetwork(LogitsAndEmbedding(model) if both else model, 2 if both else 1, env_fast_path())
     probs, embs = [], []
