@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from wardrobe.models.levels import first_level_stage, forward_levels_from
-from wardrobe.models.runtime import OnnxModule, onnxruntime_available
+from wardrobe.models.runtime import OnnxModule, resolve_runtime
 from wardrobe.models.stages import stage_modules
 from wardrobe.ui import warn
 
@@ -69,10 +69,16 @@ def forward_rest(model: nn.Module, feats: torch.Tensor, k: int) -> torch.Tensor:
     return model.forward_head(x)
 
 
+def _onnx_fast_path(fast: str) -> bool:
+    """Whether frozen or finished networks run in ONNX Runtime: on a CPU with it installed, unless
+    WARDROBE_FAST_PATH=off."""
+    return fast != "off" and resolve_runtime("auto") == "onnx"
+
+
 def make_prefix(model: nn.Module, trainable: list[nn.Module], fast: str = "auto") -> FrozenPrefix | None:
     """The ONNX Runtime prefix for this run, or None (fast path off, nothing frozen, no ONNX
     Runtime, a GPU, or a network without timm stages)."""
-    if fast == "off" or torch.cuda.is_available() or not onnxruntime_available():
+    if not _onnx_fast_path(fast):
         return None
     k = frozen_prefix_length(model, trainable)
     if getattr(model, "wardrobe_levels", 0):
@@ -95,7 +101,7 @@ class FinishedNetwork:
     def __init__(self, net: nn.Module, outputs: int = 1, fast: str = "auto"):
         self.net, self.outputs = net, outputs
         self.onnx = OnnxModule(net, tuple(f"output{i}" for i in range(outputs))) \
-            if fast != "off" and not torch.cuda.is_available() and onnxruntime_available() else None
+            if _onnx_fast_path(fast) else None
 
     def __call__(self, x: torch.Tensor) -> list:
         if self.onnx is not None:
