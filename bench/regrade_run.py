@@ -56,9 +56,10 @@ def main() -> None:
         first = 0 if args.model == "epochs" else 1  # the index of epoch 1 among the candidates
         names = ["average" if e < first else f"epoch {e + 1 - first}" for e, _ in chosen]
         pred = graded.argmax(1)
-        figures.append(((pred == y).mean(), macro_f1(y, pred, len(classes))))
+        acc, f1 = (pred == y).mean(), macro_f1(y, pred, len(classes))
+        figures.append((acc, f1))
         print(f"{run} ({args.model}, logits {'adjusted' if adjust else 'not adjusted'}): accuracy "
-              f"{(pred == y).mean():.4f}, macro-F1 {macro_f1(y, pred, len(classes)):.4f} "
+              f"{acc:.4f}, macro-F1 {f1:.4f} "
               f"({'; '.join(f'{n} tau {t}' for n, (_, t) in zip(names, chosen))})")
     if len(figures) > 1:
         acc, f1 = np.mean(figures, axis=0)
