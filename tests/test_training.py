@@ -210,6 +210,37 @@ def test_time_budget_ends_the_schedule_where_training_must_stop(tiny, tmp_path, 
     assert unbudgeted.lrs[len(budgeted.lrs) - 1] > 1.5 * budgeted.lrs[-1]  # where the cut would have left it
 
 
+def test_time_budget_plan_cut_on_a_slow_first_epoch_grows_back(tiny, tmp_path, monkeypatch):
+    # the first epoch "takes" 100 s (one-off costs, a busy machine), the rest 40 s each, of a 600 s
+    # budget: judged on the first epoch alone 5 of 10 fit; from the second epoch's pace all 10 do,
+    # and from there the learning rate follows the 10-epoch plan again
+    from lightning.pytorch.callbacks import Timer
+
+    clock = {"epoch": 0}
+    monkeypatch.setattr(Timer, "time_elapsed", lambda self, stage="train": 100.0 + 40.0 * clock["epoch"])
+    budgeted = _StepLRs(clock)
+    res = _train(tiny, tmp_path, epochs=10, warmup_epochs=1, max_minutes=10, extra_callbacks=[budgeted])
+    assert len(_rows(res.out)) == 10
+    unbudgeted = _StepLRs()
+    _train(tiny, tmp_path / "ten", epochs=10, warmup_epochs=1, extra_callbacks=[unbudgeted])
+    nb = len(unbudgeted.lrs) // 10
+    assert len(budgeted.lrs) == len(unbudgeted.lrs)
+    assert budgeted.lrs[2 * nb - 1] < 0.9 * unbudgeted.lrs[2 * nb - 1]  # epoch 2 ran on the 5-epoch plan
+    assert budgeted.lrs[2 * nb:] == pytest.approx(unbudgeted.lrs[2 * nb:], rel=1e-6)
+
+
+def test_time_budget_plan_does_not_grow_in_its_second_half(tiny, tmp_path, monkeypatch):
+    # 100 s epochs of a 600 s budget: 5 of 6 fit; a fast fourth epoch comes after half of that plan,
+    # when the weight average may have started, so the plan stays at 5
+    from lightning.pytorch.callbacks import Timer
+
+    clock = {"epoch": 0}
+    ends = [100.0, 200.0, 300.0, 310.0, 320.0, 330.0]
+    monkeypatch.setattr(Timer, "time_elapsed", lambda self, stage="train": ends[clock["epoch"]])
+    res = _train(tiny, tmp_path, epochs=6, warmup_epochs=1, max_minutes=10, extra_callbacks=[_StepLRs(clock)])
+    assert len(_rows(res.out)) == 5
+
+
 def test_val_ratio_zero_trains_on_every_photo_and_keeps_the_last_epoch(tiny, tmp_path, monkeypatch):
     # the final model after CV chose the recipe: no validation split, the time budget still
     # shortens the schedule (it is judged at the end of each training epoch instead)
@@ -250,14 +281,14 @@ def test_shortened_one_cycle_plan_ends_at_its_new_last_step():
         opt.step()
         sched.step()
     at_20 = opt.param_groups[0]["lr"]
-    short = plan.shortened(40)
+    short = plan.ending_at(40)
     sched = short.build(opt, next_step=20)
     assert opt.param_groups[0]["lr"] < at_20  # the same step of a shorter descent: lower already
     for _ in range(19):
         opt.step()
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 / 25 / 1e4, rel=1e-3)  # the schedule's floor at step 39
-    assert plan.shortened(5) is None  # would end inside the warm-up: refused
+    assert plan.ending_at(5) is None  # would end inside the warm-up: refused
 
 
 class _InterruptFold(L.Callback):

@@ -49,7 +49,7 @@ class EpochAverage(L.Callback):
 
     def on_train_epoch_end(self, trainer, module) -> None:
         epoch = trainer.current_epoch + 1
-        # max_epochs: the plan, shortened by FitScheduleToBudget when the time budget is short
+        # max_epochs: the plan, as FitScheduleToBudget set it for the time budget
         if self.off or epoch <= self.start * trainer.fit_loop.max_epochs or epoch in self.epochs:
             return
         with torch.no_grad():

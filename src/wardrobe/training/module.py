@@ -146,9 +146,9 @@ class ClassifierModule(L.LightningModule):
 
     def reschedule(self, total_steps: int) -> bool:
         """End the learning-rate schedule at ``total_steps`` instead of where it was planned: the
-        scheduler is built again for the shorter plan, at the step training has reached. False when
+        scheduler is built again for the new plan, at the step training has reached. False when
         there is no such schedule or its warm-up would not finish."""
-        plan = self.schedule_plan.shortened(total_steps) if self.schedule_plan else None
+        plan = self.schedule_plan.ending_at(total_steps) if self.schedule_plan else None
         if plan is None:
             return False
         config = self.trainer.lr_scheduler_configs[0]

@@ -32,7 +32,7 @@ class SchedulePlan:
     total_steps: int
 
     def __post_init__(self):
-        # one-cycle: the step its warm-up ends on stays put when the plan is shortened
+        # one-cycle: the step its warm-up ends on stays put when the plan's end moves
         pct = max(0.01, min(0.5, self.warmup_steps / self.total_steps))
         self.warm_end = pct * self.total_steps
 
@@ -44,8 +44,9 @@ class SchedulePlan:
                               pct_start=self.warm_end / self.total_steps, last_epoch=last)
         return LambdaLR(opt, CosineWithWarmup(self.warmup_steps, self.total_steps), last_epoch=last)
 
-    def shortened(self, total_steps: int) -> "SchedulePlan | None":
-        """This plan ending at ``total_steps``; None when the warm-up would not finish."""
+    def ending_at(self, total_steps: int) -> "SchedulePlan | None":
+        """This plan ending at ``total_steps`` (sooner or, back towards the first plan, later); None
+        when the warm-up would not finish."""
         if self.kind == "onecycle" and total_steps - 1 <= self.warm_end - 1:
             return None
         plan = SchedulePlan(self.kind, self.max_lrs, self.warmup_steps, total_steps)
