@@ -29,6 +29,7 @@ from wardrobe.training.callbacks import EpochLog, FitScheduleToBudget, OverfitWa
 from wardrobe.training.config import LONG_TAIL_RATIO, FitConfig
 from wardrobe.training.datamodule import PhotoDataModule, imbalance_of, loader
 from wardrobe.training.frozen import FinishedNetwork, env_fast_path
+from wardrobe.training.head_refit import refit_head
 from wardrobe.training.module import ClassifierModule
 from wardrobe.training.posthoc import cross_fitted_run, fit_logit_adjustment, macro_f1, taus_for
 from wardrobe.training.probe import attach_head, default_levels, probe_init
@@ -94,16 +95,23 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
         module.load_state_dict(read_checkpoint(Path(ckpt.best_model_path))["state_dict"])
     model = module.model.to("cpu", memory_format=torch.contiguous_format).eval()
     probs, val_emb = predict_probs(model, data.val_set, data.workers) if data.val_set is not None else (None, None)
-    embeddings = None
-    if val_emb is not None and has_embedding(model):
-        embeddings = (predict_probs(model, data.train_eval_set(), data.workers)[1], val_emb)
+    train_emb = predict_probs(model, data.train_eval_set(), data.workers)[1] \
+        if has_embedding(model) and (val_emb is not None or cfg.head_refit) else None
+    refitted = False
+    if cfg.head_refit and train_emb is not None:
+        extra["head_refit"] = refit_head(model, train_emb, data.train_labels, cfg.head_refit)
+        refitted = "skipped" not in extra["head_refit"]
+        probs = _refit_scores(model, val_emb) if refitted and val_emb is not None else probs
+        info(f"head refit: a logistic regression on the training photos' embeddings mixed in with weight "
+             f"{extra['head_refit']['weight']:g}" + ("" if refitted else f" ({extra['head_refit']['skipped']})"))
+    embeddings = (train_emb, val_emb) if train_emb is not None and val_emb is not None else None
     graded, kept = probs, probs
     adjust = cfg.logit_adjust and imbalance_of(data.train_counts) >= cfg.adjust_min_ratio
     taus = taus_for(cfg.loss, data.sampler_used) if adjust else (0.0,)
     if adjust and probs is not None:
         probs, extra["logit_adjustment"] = _adjust_logits(model, probs, data, taus)
     if kept is not None:  # graded from the scores before the adjustment, as every epoch's are
-        graded, extra["validation_figures"] = _graded(scores, kept, data, taus, out, average is not None)
+        graded, extra["validation_figures"] = _graded(scores, kept, data, taus, out, average is not None, refitted)
     metrics = compute_metrics(data.val_labels, graded, ds.classes) if probs is not None else {}
     rows = epoch_log.rows
     best = (int(np.argmax([r["val_f1_macro"] for r in rows]) + 1) if has_val else len(rows)) if rows else None
@@ -120,6 +128,12 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
                      validation=(probs, data.val_labels) if probs is not None else None, embeddings=embeddings)
 
 
+def _refit_scores(model, val_emb: np.ndarray) -> np.ndarray:
+    """The mixed head's validation probabilities, from the embeddings already computed."""
+    with torch.no_grad():
+        return softmax(model.get_classifier()(torch.from_numpy(val_emb)).numpy())
+
+
 def _adjust_logits(model, probs: np.ndarray, data: PhotoDataModule, taus) -> tuple[np.ndarray, dict]:
     """Post-hoc logit adjustment chosen on validation, folded into the head's bias so that every
     export of the model carries it. Returns the validation probabilities the adjusted model gives
@@ -133,7 +147,7 @@ def _adjust_logits(model, probs: np.ndarray, data: PhotoDataModule, taus) -> tup
 
 
 def _graded(scores: ValidationScores, probs: np.ndarray, data: PhotoDataModule, taus,
-            out: Path, averaged: bool = False) -> tuple[np.ndarray, dict]:
+            out: Path, averaged: bool = False, refitted: bool = False) -> tuple[np.ndarray, dict]:
     """The probabilities the run's validation figures are computed from. The best epoch and the
     tau were both chosen on the validation photos, so each half of them is graded with the epoch
     and tau the other half chose (posthoc.cross_fitted_run); a weight average is the model by rule,
@@ -142,14 +156,15 @@ def _graded(scores: ValidationScores, probs: np.ndarray, data: PhotoDataModule, 
     epochs = [p for p in scores.probabilities() if len(p) == len(probs)]
     every_epoch = bool(epochs) and len(epochs) == len(scores.epochs)  # not so with several processes
     per_epoch = {"epoch_probs": np.stack(epochs).astype(np.float16)} if every_epoch else {}
+    refit = " and its refit head" if refitted else ""
     if averaged:
-        epochs, how = [probs], "the weight average, tau cross-fitted"
+        epochs, how = [probs], f"the weight average{refit}, tau cross-fitted"
         per_epoch["average_probs"] = probs.astype(np.float16)
-    elif every_epoch:
+    elif every_epoch and not refitted:
         how = "epoch and tau cross-fitted"
-    else:
-        epochs = [probs]  # grade the kept model alone (its tau is still cross-fitted)
-        how = "the kept epoch, tau cross-fitted"
+    else:  # grade the kept model alone (its tau is still cross-fitted); a refit head has no epoch scores
+        epochs = [probs]
+        how = f"the kept epoch{refit}, tau cross-fitted"
     counts = data.train_counts
     graded, chosen = cross_fitted_run(epochs, data.val_labels, counts, taus)
     np.savez(out / "validation_graded.npz", paths=np.array([str(data.records[i].path) for i in data.val_ids]),
