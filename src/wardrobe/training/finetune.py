@@ -94,17 +94,7 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
     elif ckpt.best_model_path:  # the checkpoint this run's ModelCheckpoint reports, never one that has the name
         module.load_state_dict(read_checkpoint(Path(ckpt.best_model_path))["state_dict"])
     model = module.model.to("cpu", memory_format=torch.contiguous_format).eval()
-    probs, val_emb = predict_probs(model, data.val_set, data.workers) if data.val_set is not None else (None, None)
-    train_emb = predict_probs(model, data.train_eval_set(), data.workers)[1] \
-        if has_embedding(model) and (val_emb is not None or cfg.head_refit) else None
-    refitted = False
-    if cfg.head_refit and train_emb is not None:
-        extra["head_refit"] = refit_head(model, train_emb, data.train_labels, cfg.head_refit)
-        refitted = "skipped" not in extra["head_refit"]
-        probs = _refit_scores(model, val_emb) if refitted and val_emb is not None else probs
-        info(f"head refit: a logistic regression on the training photos' embeddings mixed in with weight "
-             f"{extra['head_refit']['weight']:g}" + ("" if refitted else f" ({extra['head_refit']['skipped']})"))
-    embeddings = (train_emb, val_emb) if train_emb is not None and val_emb is not None else None
+    probs, embeddings, refitted = _finished_scores(model, data, cfg, extra)
     graded, kept = probs, probs
     adjust = cfg.logit_adjust and imbalance_of(data.train_counts) >= cfg.adjust_min_ratio
     taus = taus_for(cfg.loss, data.sampler_used) if adjust else (0.0,)
@@ -128,10 +118,23 @@ def fit_network(ds: Dataset, out: Path, cfg: FitConfig, resume: bool = False, sh
                      validation=(probs, data.val_labels) if probs is not None else None, embeddings=embeddings)
 
 
-def _refit_scores(model, val_emb: np.ndarray) -> np.ndarray:
-    """The mixed head's validation probabilities, from the embeddings already computed."""
-    with torch.no_grad():
-        return softmax(model.get_classifier()(torch.from_numpy(val_emb)).numpy())
+def _finished_scores(model, data: PhotoDataModule, cfg: FitConfig, extra: dict) -> tuple:
+    """The finished network's validation probabilities, (training, validation) embeddings or None,
+    and whether --head-refit mixed a second head in (then the probabilities are the mixed head's)."""
+    probs, val_emb = predict_probs(model, data.val_set, data.workers) if data.val_set is not None else (None, None)
+    train_emb = predict_probs(model, data.train_eval_set(), data.workers)[1] \
+        if has_embedding(model) and (val_emb is not None or cfg.head_refit) else None
+    refitted = False
+    if cfg.head_refit and train_emb is not None:
+        extra["head_refit"] = refit_head(model, train_emb, data.train_labels, cfg.head_refit)
+        refitted = "skipped" not in extra["head_refit"]
+        if refitted and val_emb is not None:
+            with torch.no_grad():  # from the embeddings already computed
+                probs = softmax(model.get_classifier()(torch.from_numpy(val_emb)).numpy())
+        info(f"head refit: a logistic regression on the training photos' embeddings mixed in with weight "
+             f"{extra['head_refit']['weight']:g}" + ("" if refitted else f" ({extra['head_refit']['skipped']})"))
+    embeddings = (train_emb, val_emb) if train_emb is not None and val_emb is not None else None
+    return probs, embeddings, refitted
 
 
 def _adjust_logits(model, probs: np.ndarray, data: PhotoDataModule, taus) -> tuple[np.ndarray, dict]:
