@@ -21,6 +21,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from wardrobe.training.probe import folded_head
+
 # Strong regularisation: the network fits its training photos (train accuracy 0.98-0.99), so their
 # embeddings separate easily, and the second head must not learn their accidents (C chosen on
 # clothing-17 CV folds, cross-fitted; 0.1 was behind).
@@ -36,18 +38,14 @@ def refit_head(model: nn.Module, train_embeddings: np.ndarray, train_labels: np.
     if not isinstance(head, nn.Linear) or head.in_features != train_embeddings.shape[1] \
             or len(np.unique(train_labels)) != head.out_features:
         return {"weight": 0.0, "skipped": "the head is not one linear layer over the embedding, every class"}
-    scaler = StandardScaler().fit(train_embeddings)
+    scaler = StandardScaler()
+    z = scaler.fit_transform(train_embeddings)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        lr = LogisticRegression(C=c, max_iter=2000).fit(scaler.transform(train_embeddings), train_labels)
-    coef, intercept = lr.coef_, lr.intercept_  # every class has training photos (the datamodule checks)
-    if len(lr.classes_) == 2:  # scikit-learn's binary form, one row for the second class: as two logits
-        coef, intercept = np.concatenate([-coef, coef]) / 2, np.concatenate([-intercept, intercept]) / 2
-    # standardisation folded in: coef @ ((x - mean) / scale) = w2 @ x - w2 @ mean (a constant feature has scale 1)
-    w2 = coef / scaler.scale_
-    b2 = intercept - w2 @ scaler.mean_
+        lr = LogisticRegression(C=c, max_iter=2000).fit(z, train_labels)
+    # the standardisation folded in (a constant feature has scale 1 there)
+    w2, b2 = folded_head(lr, scaler.mean_, scaler.scale_, head.out_features)
     with torch.no_grad():
         head.weight.mul_(1 - weight).add_(weight * torch.from_numpy(w2).to(head.weight))
         head.bias.mul_(1 - weight).add_(weight * torch.from_numpy(b2).to(head.bias))
-    return {"weight": weight, "c": c, "train_accuracy": round(float(lr.score(scaler.transform(train_embeddings),
-                                                                             train_labels)), 5)}
+    return {"weight": weight, "c": c, "train_accuracy": round(float(lr.score(z, train_labels)), 5)}

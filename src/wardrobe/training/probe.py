@@ -68,12 +68,20 @@ def fit_linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray
             # weaker-regularised fits left are the slowest and would not be chosen.
             break
     _, c, clf = best
-    w = np.zeros((num_classes, x_train.shape[1]), dtype=np.float64)
+    w, b = folded_head(clf, mean, std, num_classes)
+    return w, b, {"C": c, "search": history}
+
+
+def folded_head(clf: LogisticRegression, mean: np.ndarray, std: np.ndarray,
+                num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The linear layer on raw embeddings that gives ``clf``'s logits on embeddings standardised by
+    ``mean`` and ``std``: logits = x @ W.T + b (float32)."""
+    w = np.zeros((num_classes, len(mean)), dtype=np.float64)
     b = np.full(num_classes, -1e4, dtype=np.float64)  # classes absent from training are never predicted
     coef, intercept = _full_coef(clf)
     w[clf.classes_] = coef / std
     b[clf.classes_] = intercept - (coef / std) @ mean
-    return w.astype(np.float32), b.astype(np.float32), {"C": c, "search": history}
+    return w.astype(np.float32), b.astype(np.float32)
 
 
 def _full_coef(clf: LogisticRegression) -> tuple[np.ndarray, np.ndarray]:
