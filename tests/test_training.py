@@ -190,7 +190,7 @@ class _StepLRs(L.Callback):
         self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
-@pytest.mark.parametrize("scheduler", ["onecycle", "cosine"])
+@pytest.mark.parametrize("scheduler", ["onecycle", "cosine", "swa"])
 def test_time_budget_ends_the_schedule_where_training_must_stop(tiny, tmp_path, monkeypatch, scheduler):
     # each epoch "takes" 100 s of a 300 s budget: 2 of the 5 planned epochs fit, and the learning
     # rate must follow a 2-epoch schedule (annealed at the end), not be cut off near its peak
@@ -289,6 +289,25 @@ def test_shortened_one_cycle_plan_ends_at_its_new_last_step():
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 / 25 / 1e4, rel=1e-3)  # the schedule's floor at step 39
     assert plan.ending_at(5) is None  # would end inside the warm-up: refused
+
+
+def test_swa_schedule_anneals_to_its_floor_at_half_way_then_holds():
+    from wardrobe.training.schedules import HOLD_FROM, SWA_FLOOR, SchedulePlan
+
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    sched = SchedulePlan("swa", [1e-3], warmup_steps=10, total_steps=100).build(opt)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    hold = round(HOLD_FROM * 100)
+    assert lrs[9] == pytest.approx(1e-3)  # the warm-up's peak
+    assert all(a >= b for a, b in zip(lrs[9:hold], lrs[10:hold + 1]))  # annealing, never rising
+    assert lrs[hold] == pytest.approx(SWA_FLOOR * 1e-3) and lrs[-1] == pytest.approx(SWA_FLOOR * 1e-3)  # held
+    # the time budget rebuilds it shorter: it holds from half of the new length
+    SchedulePlan("swa", [1e-3], warmup_steps=10, total_steps=100).ending_at(60).build(opt, next_step=30)
+    assert opt.param_groups[0]["lr"] == pytest.approx(SWA_FLOOR * 1e-3)
 
 
 class _InterruptFold(L.Callback):

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 LOSSES = ("ce", "weighted_ce", "balanced", "focal")
 OPTIMIZERS = ("adamw", "sgd")
-SCHEDULERS = ("cosine", "onecycle", "plateau", "none")
+SCHEDULERS = ("cosine", "onecycle", "swa", "plateau", "none")
 SAMPLERS = ("none", "balanced", "sqrt", "root4", "auto")
 # A class's share of a sampler's draws is proportional to its training count to this power.
 SAMPLER_EXPONENTS = {"none": 1.0, "sqrt": 0.5, "root4": 0.25, "balanced": 0.0}
@@ -58,8 +58,9 @@ class FitConfig:
     lr: float = fit_flag(1e-3, "Peak learning rate of the head.")
     weight_decay: float = fit_flag(0.05, "Weight decay.")
     momentum: float = 0.9
-    scheduler: str = fit_flag("onecycle", "onecycle, cosine (with warm-up), plateau or none.")
-    warmup_epochs: float = fit_flag(0.3, "Warm-up of one-cycle and cosine, in epochs.")
+    scheduler: str = fit_flag("onecycle", "onecycle, cosine (with warm-up), swa (cosine to 0.2 x the "
+                                                   "peak at half-way, then held), plateau or none.")
+    warmup_epochs: float = fit_flag(0.3, "Warm-up of one-cycle, cosine and swa, in epochs.")
     label_smoothing: float = fit_flag(0.1, "Label smoothing of the cross-entropy.")
     loss: str = fit_flag("ce", "ce, weighted_ce (class-weighted), balanced (balanced softmax) or focal.")
     logit_adjust: bool = fit_flag(False, "After training, subtract tau x log(class prior) from the logits, tau "

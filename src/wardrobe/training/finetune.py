@@ -34,6 +34,7 @@ from wardrobe.training.module import ClassifierModule
 from wardrobe.training.posthoc import cross_fitted_run, fit_logit_adjustment, macro_f1, taus_for
 from wardrobe.training.probe import attach_head, default_levels, probe_init
 from wardrobe.training.runfolder import RunResult
+from wardrobe.training.schedules import ANNEALED
 from wardrobe.ui import info
 
 # Lightning's warnings that say what wardrobe does on purpose.
@@ -182,7 +183,7 @@ def _graded(scores: ValidationScores, probs: np.ndarray, data: PhotoDataModule, 
 
 def _optional_callbacks(cfg: FitConfig, has_val: bool) -> list:
     out = []
-    if cfg.max_minutes and cfg.scheduler in ("onecycle", "cosine"):
+    if cfg.max_minutes and cfg.scheduler in ANNEALED:
         out.append(FitScheduleToBudget(cfg.max_minutes * 60))
     if cfg.ema:
         # Validation, checkpoints (best.ckpt's state_dict) and the saved model all see the averaged

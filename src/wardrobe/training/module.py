@@ -13,7 +13,7 @@ from wardrobe.training.config import FitConfig
 from wardrobe.training.frozen import env_fast_path, forward_rest, make_prefix
 from wardrobe.training.losses import make_loss
 from wardrobe.training.mixing import BatchMixer, mixed_loss
-from wardrobe.training.schedules import SchedulePlan
+from wardrobe.training.schedules import ANNEALED, SchedulePlan
 
 
 class ClassifierModule(L.LightningModule):
@@ -117,7 +117,7 @@ class ClassifierModule(L.LightningModule):
         else:
             opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                   nesterov=True)
-        if cfg.scheduler in ("onecycle", "cosine"):
+        if cfg.scheduler in ANNEALED:
             total = max(1, int(self.trainer.estimated_stepping_batches))
             warmup = int(cfg.warmup_epochs * total / max(1, self.trainer.max_epochs))
             self.schedule_plan = SchedulePlan(cfg.scheduler, [g["lr"] for g in groups], warmup, total)

@@ -11,6 +11,14 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
 
+# the swa schedule: where it stops annealing (the weight average's start, --average-from's 0.5) and
+# the share of the peak it holds from there
+HOLD_FROM = 0.5
+SWA_FLOOR = 0.2
+
+ANNEALED = ("onecycle", "cosine", "swa")  # the schedules planned in steps, which the time budget rebuilds
+
+
 class CosineWithWarmup:
     """Linear warm-up, then half a cosine to zero at ``total`` steps (a picklable lr_lambda, so its
     plan travels in checkpoints)."""
@@ -24,9 +32,25 @@ class CosineWithWarmup:
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))))
 
 
+class CosineThenHold:
+    """Stochastic weight averaging's schedule (Izmailov et al., 2018): linear warm-up, half a cosine
+    down to ``floor`` x the peak at ``HOLD_FROM`` of the steps, then held there, so that the epochs
+    the weight average sums (the second half) sample a wide basin instead of one annealed point."""
+
+    def __init__(self, warmup: int, total: int, floor: float = SWA_FLOOR):
+        self.warmup, self.total, self.floor = warmup, total, floor
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        hold = max(self.warmup + 1, round(HOLD_FROM * self.total))
+        t = min(1.0, (step - self.warmup) / (hold - self.warmup))
+        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+
 @dataclass
 class SchedulePlan:
-    kind: str  # onecycle | cosine
+    kind: str  # onecycle | cosine | swa
     max_lrs: list[float]
     warmup_steps: int
     total_steps: int
@@ -42,7 +66,8 @@ class SchedulePlan:
         if self.kind == "onecycle":
             return OneCycleLR(opt, max_lr=self.max_lrs, total_steps=self.total_steps,
                               pct_start=self.warm_end / self.total_steps, last_epoch=last)
-        return LambdaLR(opt, CosineWithWarmup(self.warmup_steps, self.total_steps), last_epoch=last)
+        lam = CosineThenHold if self.kind == "swa" else CosineWithWarmup
+        return LambdaLR(opt, lam(self.warmup_steps, self.total_steps), last_epoch=last)
 
     def ending_at(self, total_steps: int) -> "SchedulePlan | None":
         """This plan ending at ``total_steps`` (sooner or, back towards the first plan, later); None
