@@ -20,31 +20,21 @@ ANNEALED = ("onecycle", "cosine", "swa")  # the schedules planned in steps, whic
 
 
 class CosineWithWarmup:
-    """Linear warm-up, then half a cosine to zero at ``total`` steps (a picklable lr_lambda, so its
-    plan travels in checkpoints)."""
+    """Linear warm-up, then half a cosine from the peak down to ``floor`` x the peak at ``hold_from``
+    of the ``total`` steps, held there after (a picklable lr_lambda, so its plan travels in
+    checkpoints). The cosine schedule anneals to zero at the end (floor 0, hold_from 1); the swa one
+    is stochastic weight averaging's (Izmailov et al., 2018): held at SWA_FLOOR from HOLD_FROM on, so
+    that the epochs the weight average sums (the second half) sample a wide basin instead of one
+    annealed point."""
 
-    def __init__(self, warmup: int, total: int):
-        self.warmup, self.total = warmup, total
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))))
-
-
-class CosineThenHold:
-    """Stochastic weight averaging's schedule (Izmailov et al., 2018): linear warm-up, half a cosine
-    down to ``floor`` x the peak at ``HOLD_FROM`` of the steps, then held there, so that the epochs
-    the weight average sums (the second half) sample a wide basin instead of one annealed point."""
-
-    def __init__(self, warmup: int, total: int, floor: float = SWA_FLOOR):
-        self.warmup, self.total, self.floor = warmup, total, floor
+    def __init__(self, warmup: int, total: int, floor: float = 0.0, hold_from: float = 1.0):
+        self.warmup, self.total, self.floor, self.hold_from = warmup, total, floor, hold_from
 
     def __call__(self, step: int) -> float:
         if step < self.warmup:
             return (step + 1) / self.warmup
-        hold = max(self.warmup + 1, round(HOLD_FROM * self.total))
-        t = min(1.0, (step - self.warmup) / (hold - self.warmup))
+        end = max(self.warmup + 1, round(self.hold_from * self.total))
+        t = min(1.0, (step - self.warmup) / (end - self.warmup))
         return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * t))
 
 
@@ -66,8 +56,8 @@ class SchedulePlan:
         if self.kind == "onecycle":
             return OneCycleLR(opt, max_lr=self.max_lrs, total_steps=self.total_steps,
                               pct_start=self.warm_end / self.total_steps, last_epoch=last)
-        lam = CosineThenHold if self.kind == "swa" else CosineWithWarmup
-        return LambdaLR(opt, lam(self.warmup_steps, self.total_steps), last_epoch=last)
+        swa = {"floor": SWA_FLOOR, "hold_from": HOLD_FROM} if self.kind == "swa" else {}
+        return LambdaLR(opt, CosineWithWarmup(self.warmup_steps, self.total_steps, **swa), last_epoch=last)
 
     def ending_at(self, total_steps: int) -> "SchedulePlan | None":
         """This plan ending at ``total_steps`` (sooner or, back towards the first plan, later); None
