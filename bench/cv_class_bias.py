@@ -47,18 +47,18 @@ def main() -> None:
     cv, labels, y, oof = open_cv(args.cv_dir)
     logp, k, rows = np.log(np.clip(oof, 1e-12, None)), oof.shape[1], []
     for fold, (tr, va) in enumerate(make_folds(labels, cv["folds"], cv["seed"]), start=1):
-        bias = fit_bias(logp[tr], y[tr])
-        rows.append((macro_f1(y[va], logp[va].argmax(1), k), macro_f1(y[va], (logp[va] + bias).argmax(1), k),
-                     float(((logp[va] + bias).argmax(1) == y[va]).mean())))
+        pred = (logp[va] + fit_bias(logp[tr], y[tr])).argmax(1)
+        rows.append((macro_f1(y[va], logp[va].argmax(1), k), macro_f1(y[va], pred, k), float((pred == y[va]).mean())))
         print(f"fold {fold}: macro-F1 {rows[-1][0]:.4f} as trained -> {rows[-1][1]:.4f} with the cross-fitted bias "
               f"(accuracy {rows[-1][2]:.4f})")
     a = np.array(rows)
     print(f"mean: macro-F1 {a[:, 0].mean():.4f} -> {a[:, 1].mean():.4f}, accuracy with the bias {a[:, 2].mean():.4f}")
     if args.in_sample:
         bias = fit_bias(logp, y)
+        pred = (logp + bias).argmax(1)
         folds = make_folds(labels, cv["folds"], cv["seed"])
-        f1s = [macro_f1(y[va], (logp[va] + bias).argmax(1), k) for _, va in folds]
-        accs = [float(((logp[va] + bias).argmax(1) == y[va]).mean()) for _, va in folds]
+        f1s = [macro_f1(y[va], pred[va], k) for _, va in folds]
+        accs = [float((pred[va] == y[va]).mean()) for _, va in folds]
         print(f"in-sample ceiling (one bias fitted on every photo, {np.round(bias, 2).tolist()}): "
               f"macro-F1 {np.mean(f1s):.4f} (folds {', '.join(f'{f:.4f}' for f in f1s)}), accuracy {np.mean(accs):.4f}")
 
