@@ -170,6 +170,32 @@ def test_layer_decay_gives_each_lower_stage_a_smaller_learning_rate():
         fit_config(layer_decay=1.5)
 
 
+def test_l2sp_pulls_the_backbone_towards_its_starting_weights_and_leaves_the_head_to_weight_decay():
+    from wardrobe.training.config import fit_config
+    from wardrobe.training.module import ClassifierModule
+
+    model, _ = _lite("last:2")
+    module = ClassifierModule(model, 3, fit_config(optimizer="adamw", scheduler="none", weight_decay=0.1, l2sp=2.0))
+    opt = module.configure_optimizers()
+    assert opt.param_groups[0]["weight_decay"] == 0.1 and opt.param_groups[1]["weight_decay"] == 0.0
+    moving, still = module.backbone_params[-1], module.backbone_params[0]
+    start_moving, start_still = moving.detach().clone(), still.detach().clone()
+    with torch.no_grad():
+        moving.add_(1.0)
+        still.add_(1.0)
+    moving.grad = torch.zeros_like(moving)  # a trainable weight this step; ``still`` has no gradient (frozen)
+    module.on_before_optimizer_step(opt)
+    lr = opt.param_groups[1]["lr"]
+    assert torch.allclose(moving - start_moving, torch.full_like(moving, 1 - lr * 2.0))  # the gap shrank by lr x l2sp
+    assert torch.allclose(still - start_still, torch.ones_like(still))  # frozen: not pulled back
+    plain = ClassifierModule(model, 3, fit_config(optimizer="adamw", scheduler="none"))
+    assert not plain.anchors and plain.configure_optimizers().param_groups[1]["weight_decay"] == 0.05
+    with pytest.raises(wardrobe.WardrobeError, match="--l2sp"):
+        fit_config(l2sp=-1.0)
+    with pytest.raises(wardrobe.WardrobeError, match="--l2sp"):
+        fit_config(mode="scratch", l2sp=1.0)
+
+
 def test_adamw_on_a_cpu_is_the_fused_kernel():
     from wardrobe.training.config import fit_config
     from wardrobe.training.module import ClassifierModule

@@ -80,6 +80,9 @@ class FitConfig:
     # probe's default where the network supports it, else 0
     levels: int | None = 0
     backbone_lr_mult: float = fit_flag(1.0, "Backbone LR = head LR x this.")
+    l2sp: float = fit_flag(0.0, "Pull the backbone's weights towards their pretrained values with this decoupled "
+                                "decay (L2-SP, e.g. 1.0) instead of decaying them towards zero; the head keeps "
+                                "--weight-decay.")
     layer_decay: float = fit_flag(1.0, "Layer-wise LR decay: each backbone stage learns at this times the LR of "
                                        "the stage above it (e.g. 0.7), so the early stages move least.")
     head_refit: float = fit_flag(0.0, "After fine-tuning, mix into the head a logistic regression fitted on the "
@@ -130,6 +133,10 @@ class FitConfig:
             raise WardrobeError("--epochs, --batch-size and --lr must be positive")
         if not 0 <= self.drop_path < 1:
             raise WardrobeError(f"--drop-path {self.drop_path}: must be in [0, 1)")
+        if not 0 <= self.l2sp < 100:
+            raise WardrobeError(f"--l2sp {self.l2sp}: must be in [0, 100), e.g. 1.0 (0: decay towards zero)")
+        if self.l2sp and self.mode != "finetune":
+            raise WardrobeError("--l2sp needs pretrained weights to pull towards: use it with --mode finetune")
         if not 0 < self.layer_decay <= 1:
             raise WardrobeError(f"--layer-decay {self.layer_decay}: must be in (0, 1], e.g. 0.7 (1: none)")
         for name, decay in (("--ema", self.ema), ("--ema-long-tail", self.ema_long_tail)):

@@ -34,6 +34,9 @@ class ClassifierModule(L.LightningModule):
         self.schedule_plan: SchedulePlan | None = None
         self.prefix = None  # the frozen leading stages in ONNX Runtime (on_fit_start)
         self.mixer = BatchMixer(cfg.augment.mix)
+        # L2-SP: the backbone's weights as they start (pretrained), taken here so that --resume
+        # keeps pulling towards them rather than towards the checkpoint's
+        self.anchors = {id(p): p.detach().clone() for p in self.backbone_params} if cfg.l2sp else {}
 
     def setup(self, stage: str) -> None:
         if self.loss_fn is None:
@@ -110,6 +113,9 @@ class ClassifierModule(L.LightningModule):
         cfg = self.cfg
         lr_bb = cfg.lr * cfg.backbone_lr_mult
         groups = [{"params": self.head_params, "lr": cfg.lr}, *self.backbone_groups(lr_bb)]
+        if cfg.l2sp:  # the backbone decays towards its anchors (on_before_optimizer_step), not zero
+            for g in groups[1:]:
+                g["weight_decay"] = 0.0
         if cfg.optimizer == "adamw":
             # one fused kernel for the whole update: 3x faster than the foreach default on a CPU (session 33)
             fused = self.device.type in ("cpu", "cuda")
@@ -127,6 +133,18 @@ class ClassifierModule(L.LightningModule):
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_f1_macro",
                                                        "interval": "epoch"}}
         return opt
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if not self.anchors:
+            return
+        # decoupled like AdamW's own decay (before the update, scaled by the group's current rate),
+        # only for the weights with a gradient this step: frozen stages stay where they are
+        for group in optimizer.param_groups[1:]:
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                anchors = [self.anchors[id(p)].to(p.device, non_blocking=True) for p in params]
+                with torch.no_grad():
+                    torch._foreach_add_(params, torch._foreach_sub(params, anchors), alpha=-group["lr"] * self.cfg.l2sp)
 
     def backbone_groups(self, lr: float) -> list[dict]:
         """The backbone's parameter groups: one at ``lr``, or with --layer-decay one per stage, the top
