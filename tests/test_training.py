@@ -308,6 +308,12 @@ def test_swa_schedule_anneals_to_its_floor_at_half_way_then_holds():
     # the time budget rebuilds it shorter: it holds from half of the new length
     SchedulePlan("swa", [1e-3], warmup_steps=10, total_steps=100).ending_at(60).build(opt, next_step=30)
     assert opt.param_groups[0]["lr"] == pytest.approx(SWA_FLOOR * 1e-3)
+    # with --average-from 0.7 it anneals until the average starts at 70% of the steps
+    late = SchedulePlan("swa", [1e-3], warmup_steps=10, total_steps=100, hold_from=0.7).ending_at(100)
+    late.build(opt, next_step=50)
+    assert opt.param_groups[0]["lr"] > 1.5 * SWA_FLOOR * 1e-3  # still annealing half-way
+    late.build(opt, next_step=70)
+    assert opt.param_groups[0]["lr"] == pytest.approx(SWA_FLOOR * 1e-3)
 
 
 class _InterruptFold(L.Callback):

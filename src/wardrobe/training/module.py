@@ -13,7 +13,7 @@ from wardrobe.training.config import FitConfig
 from wardrobe.training.frozen import env_fast_path, forward_rest, make_prefix
 from wardrobe.training.losses import make_loss
 from wardrobe.training.mixing import BatchMixer, mixed_loss
-from wardrobe.training.schedules import ANNEALED, SchedulePlan
+from wardrobe.training.schedules import ANNEALED, HOLD_FROM, SchedulePlan
 
 
 class ClassifierModule(L.LightningModule):
@@ -126,7 +126,9 @@ class ClassifierModule(L.LightningModule):
         if cfg.scheduler in ANNEALED:
             total = max(1, int(self.trainer.estimated_stepping_batches))
             warmup = int(cfg.warmup_epochs * total / max(1, self.trainer.max_epochs))
-            self.schedule_plan = SchedulePlan(cfg.scheduler, [g["lr"] for g in groups], warmup, total)
+            # swa holds its rate from where the weight average starts
+            hold = cfg.average_from if cfg.average_from and cfg.average_from < 1 else HOLD_FROM
+            self.schedule_plan = SchedulePlan(cfg.scheduler, [g["lr"] for g in groups], warmup, total, hold)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": self.schedule_plan.build(opt), "interval": "step"}}
         if cfg.scheduler == "plateau":
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.3, patience=1)

@@ -11,8 +11,8 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
 
-# the swa schedule: where it stops annealing (the weight average's start, --average-from's 0.5) and
-# the share of the peak it holds from there
+# the swa schedule: where it stops annealing when no weight average says (--average-from's usual 0.5)
+# and the share of the peak it holds from there
 HOLD_FROM = 0.5
 SWA_FLOOR = 0.2
 
@@ -44,6 +44,7 @@ class SchedulePlan:
     max_lrs: list[float]
     warmup_steps: int
     total_steps: int
+    hold_from: float = HOLD_FROM  # swa: where it starts holding, as a share of the steps (--average-from)
 
     def __post_init__(self):
         # one-cycle: the step its warm-up ends on stays put when the plan's end moves
@@ -56,7 +57,7 @@ class SchedulePlan:
         if self.kind == "onecycle":
             return OneCycleLR(opt, max_lr=self.max_lrs, total_steps=self.total_steps,
                               pct_start=self.warm_end / self.total_steps, last_epoch=last)
-        swa = {"floor": SWA_FLOOR, "hold_from": HOLD_FROM} if self.kind == "swa" else {}
+        swa = {"floor": SWA_FLOOR, "hold_from": self.hold_from} if self.kind == "swa" else {}
         return LambdaLR(opt, CosineWithWarmup(self.warmup_steps, self.total_steps, **swa), last_epoch=last)
 
     def ending_at(self, total_steps: int) -> "SchedulePlan | None":
@@ -64,6 +65,6 @@ class SchedulePlan:
         when the warm-up would not finish."""
         if self.kind == "onecycle" and total_steps - 1 <= self.warm_end - 1:
             return None
-        plan = SchedulePlan(self.kind, self.max_lrs, self.warmup_steps, total_steps)
+        plan = SchedulePlan(self.kind, self.max_lrs, self.warmup_steps, total_steps, self.hold_from)
         plan.warm_end = self.warm_end
         return plan
