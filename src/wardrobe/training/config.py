@@ -59,7 +59,8 @@ class FitConfig:
     weight_decay: float = fit_flag(0.05, "Weight decay.")
     momentum: float = 0.9
     scheduler: str = fit_flag("onecycle", "onecycle, cosine (with warm-up), swa (cosine to 0.2 x the "
-                                                   "peak at half-way, then held), plateau or none.")
+                                                   "peak where --average-from starts the weight average, "
+                                                   "half-way without one, then held), plateau or none.")
     warmup_epochs: float = fit_flag(0.3, "Warm-up of one-cycle, cosine and swa, in epochs.")
     label_smoothing: float = fit_flag(0.1, "Label smoothing of the cross-entropy.")
     loss: str = fit_flag("ce", "ce, weighted_ce (class-weighted), balanced (balanced softmax) or focal.")
