@@ -170,12 +170,17 @@ def test_layer_decay_gives_each_lower_stage_a_smaller_learning_rate():
         fit_config(layer_decay=1.5)
 
 
-def test_l2sp_pulls_the_backbone_towards_its_starting_weights_and_leaves_the_head_to_weight_decay():
+def test_l2sp_pulls_the_backbone_towards_its_starting_weights_and_leaves_the_head_to_weight_decay(monkeypatch):
     from wardrobe.training.config import fit_config
     from wardrobe.training.module import ClassifierModule
 
+    monkeypatch.setenv("WARDROBE_FAST_PATH", "off")  # no ONNX prefix: on_fit_start only lays the weights out
     model, _ = _lite("last:2")
     module = ClassifierModule(model, 3, fit_config(optimizer="adamw", scheduler="none", weight_decay=0.1, l2sp=2.0))
+    module.on_fit_start()  # channels-last weights: the anchors follow them there, once
+    conv = next(p for p in module.backbone_params if p.dim() == 4)
+    anchor = module.anchors[id(conv)]
+    assert anchor.is_contiguous(memory_format=torch.channels_last) and torch.equal(anchor, conv)
     opt = module.configure_optimizers()
     assert opt.param_groups[0]["weight_decay"] == 0.1 and opt.param_groups[1]["weight_decay"] == 0.0
     moving, still = module.backbone_params[-1], module.backbone_params[0]

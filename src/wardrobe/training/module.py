@@ -74,6 +74,9 @@ class ClassifierModule(L.LightningModule):
     def on_fit_start(self) -> None:
         # Channels-last: 1.45x faster training steps for Lite0 on this machine's CPU (bench/finetune_speed.py).
         self.model.to(memory_format=torch.channels_last)
+        # L2-SP's anchors on the weights' device and layout, once, rather than a copy every step
+        self.anchors = {id(p): torch.empty_like(p).copy_(self.anchors[id(p)]) for p in self.backbone_params
+                        if id(p) in self.anchors}
         if self.device.type == "cpu":
             self.prefix = make_prefix(self.model, self.final_trainable, env_fast_path())
 
@@ -144,7 +147,7 @@ class ClassifierModule(L.LightningModule):
         for group in optimizer.param_groups[1:]:
             params = [p for p in group["params"] if p.grad is not None]
             if params:
-                anchors = [self.anchors[id(p)].to(p.device, non_blocking=True) for p in params]
+                anchors = [self.anchors[id(p)] for p in params]
                 with torch.no_grad():
                     torch._foreach_add_(params, torch._foreach_sub(params, anchors), alpha=-group["lr"] * self.cfg.l2sp)
 
