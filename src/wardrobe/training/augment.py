@@ -76,17 +76,49 @@ class ColorMatrixJitter(torch.nn.Module):
         return out.clamp_(0, 255).round_().to(torch.uint8).reshape(img.shape)
 
 
-def train_transform(aug: Augment, pre: Preprocess, size: int | None = None) -> v2.Compose:
+class GrowingCrop(v2.RandomResizedCrop):
+    """A random-resized crop whose output size can change between epochs (progressive resizing). The
+    size lives in a shared-memory tensor, so DataLoader worker processes, persistent ones included,
+    see a change made in the training process."""
+
+    def __init__(self, size, **kwargs):
+        self._hw = torch.zeros(2, dtype=torch.int32).share_memory_()
+        super().__init__(size, **kwargs)
+
+    @property
+    def size(self) -> list[int]:
+        return self._hw.tolist()
+
+    @size.setter
+    def size(self, hw) -> None:
+        self._hw.copy_(torch.as_tensor(list(hw), dtype=torch.int32))
+
+
+def progressive_sides(start: int, end: int, epochs: int, ramp: int) -> list[int]:
+    """The training crops' side for each of ``epochs`` epochs: from ``start`` up to ``end`` by epoch
+    ``ramp`` (0-based; ``end`` from there on), in steps of 16 pixels so that few input sizes occur
+    (the frozen stages export one ONNX Runtime graph per size)."""
+    ramp = max(1, min(ramp, epochs))
+    sides = []
+    for e in range(epochs):
+        side = start + (end - start) * e / ramp
+        sides.append(end if e >= ramp else min(end, max(start, 16 * round(side / 16))))
+    return sides
+
+
+def train_transform(aug: Augment, pre: Preprocess, size: int | None = None, growing: bool = False) -> v2.Compose:
     """uint8 CHW (the cache's canvas) -> normalised float CHW ``size`` high (default pre.input_size),
     at the input's aspect. A random crop of area s shows objects sqrt(s) times larger than the centre
-    crop does, so training below the test size keeps apparent sizes equal (Touvron et al., FixRes)."""
+    crop does, so training below the test size keeps apparent sizes equal (Touvron et al., FixRes).
+    ``growing``: the crop is a GrowingCrop, whose size progressive resizing sets each epoch."""
     hw = list(shape_for(size or pre.input_size, pre.aspect))
     ops: list = []
     if aug.crop_scale < 1:
         # torchvision's default shapes of crop (3:4 to 4:3) around the canvas's own, so that a crop is
         # as often wider as narrower than the input it is resized to.
         ratio = (pre.aspect * 3 / 4, pre.aspect * 4 / 3)
-        ops.append(v2.RandomResizedCrop(hw, scale=(aug.crop_scale, 1.0), ratio=ratio, antialias=True))
+        crop = GrowingCrop if growing else v2.RandomResizedCrop
+        ops.append(crop(hw, scale=(aug.crop_scale, 1.0), ratio=ratio, antialias=True))
     else:
         ops.append(v2.CenterCrop(list(pre.hw)))  # the test view...
         if hw != list(pre.hw):

@@ -1,6 +1,6 @@
 """What a fine-tuning run does besides learning, each a Lightning Callback whose state travels in
 checkpoints (so ``--resume`` continues it): the epoch log, each epoch's validation scores, the
-overfitting warning, the time budget and the per-rank report."""
+overfitting warning, the time budget, progressive resizing and the per-rank report."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.callbacks import Timer
 
 from wardrobe.plotting import pyplot, save
+from wardrobe.training.augment import progressive_sides
 from wardrobe.ui import info, warn
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "train_f1_macro", "val_loss", "val_acc", "val_f1_macro",
@@ -149,21 +150,31 @@ class FitScheduleToBudget(L.Callback):
     exist the pace is their median. While training is in the first half of its plan, a plan
     shortened on a slow start grows back (up to the epochs asked for) when the later pace allows:
     on a busy first minute a top-10 run was cut from 14 epochs to 10 for good (session 35). In the
-    second half the plan only shrinks: the weight average has started summing epochs by then."""
+    second half the plan only shrinks: the weight average has started summing epochs by then.
 
-    def __init__(self, budget_seconds: float, margin: float = 1.05):
+    With progressive resizing (``cost``: an epoch's training cost against a full-size one, given the
+    epoch and the plan's length) the training part of each epoch is scaled by its cost and the
+    validation part, which runs at full size every epoch, is not."""
+
+    def __init__(self, budget_seconds: float, margin: float = 1.05, cost=None):
         self.budget, self.margin = budget_seconds, margin
+        self.cost = cost  # cost(trainer, epoch, epochs) -> float; None: every epoch costs the same
         self.epochs: int | None = None  # the plan when it differs from the epochs asked for
         self.planned: int | None = None  # the epochs asked for
         self.ends: list[float] = []  # the training clock at the end of each epoch
-        # (all three kept in checkpoints for --resume)
+        self.vals: list[float] = []  # the seconds each epoch spent validating
+        self.costs: list[float] = []  # each epoch's cost
+        # (all kept in checkpoints for --resume)
+        self._val_t0, self._val = 0.0, 0.0
 
     def state_dict(self) -> dict:
-        return {"epochs": self.epochs, "planned": self.planned, "ends": self.ends}
+        return {"epochs": self.epochs, "planned": self.planned, "ends": self.ends, "vals": self.vals,
+                "costs": self.costs}
 
     def load_state_dict(self, state: dict) -> None:
         self.epochs, self.planned = state.get("epochs"), state.get("planned")
         self.ends = list(state.get("ends", []))
+        self.vals, self.costs = list(state.get("vals", [])), list(state.get("costs", []))
 
     def _apply(self, trainer, module) -> None:
         trainer.fit_loop.max_epochs = self.epochs
@@ -174,10 +185,35 @@ class FitScheduleToBudget(L.Callback):
         if self.epochs is not None:  # resumed: the changed plan still holds
             self._apply(trainer, module)
 
-    def pace(self) -> float:
-        """Seconds an epoch takes from here on: the median of the epochs after the first, once any."""
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self._val = 0.0
+
+    def on_validation_epoch_start(self, trainer, module) -> None:
+        self._val_t0 = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer, module) -> None:
+        self._val += time.perf_counter() - self._val_t0
+
+    def pace(self) -> tuple[float, float]:
+        """Seconds a full-size epoch spends training and validating from here on: the medians of the
+        epochs after the first, once any, the training part divided by each epoch's cost."""
+        n = len(self.ends)
         durations = np.diff([0.0, *self.ends])
-        return float(np.median(durations[1:] if len(durations) > 1 else durations))
+        vals = np.asarray(self.vals) if len(self.vals) == n else np.zeros(n)
+        costs = np.asarray(self.costs) if len(self.costs) == n else np.ones(n)
+        train = np.maximum(durations - vals, 0.0) / costs
+        later = slice(1 if n > 1 else 0, None)
+        return float(np.median(train[later])), float(np.median(vals[later]))
+
+    def _fit(self, trainer, done: int, left: float) -> int:
+        """The most epochs (up to the epochs asked for) whose remaining ones fit in ``left`` seconds."""
+        train, val = self.pace()
+        cost = self.cost or (lambda trainer, epoch, epochs: 1.0)
+        n = done
+        while n < self.planned and self.margin * sum(
+                train * cost(trainer, e, n + 1) + val for e in range(done, n + 1)) <= left:
+            n += 1
+        return n
 
     def on_train_epoch_end(self, trainer, module) -> None:
         # After validation, before the checkpoints (saved at the end of each training epoch, by a
@@ -186,12 +222,12 @@ class FitScheduleToBudget(L.Callback):
         if timer is None:
             return
         done = trainer.current_epoch + 1
-        elapsed = timer.time_elapsed("train")
-        self.ends = [*self.ends[:done - 1], elapsed]
-        per_epoch = self.pace()
-        fit = done + int(max(0.0, self.budget - elapsed) // (per_epoch * self.margin))
-        fit = trainer.strategy.broadcast(min(fit, self.planned), 0)  # every rank follows rank 0's clock
         current = self.epochs or self.planned
+        self.ends = [*self.ends[:done - 1], timer.time_elapsed("train")]
+        self.vals = [*self.vals[:done - 1], self._val]
+        self.costs = [*self.costs[:done - 1], self.cost(trainer, done - 1, current) if self.cost else 1.0]
+        fit = self._fit(trainer, done, self.budget - self.ends[-1])
+        fit = trainer.strategy.broadcast(fit, 0)  # every rank follows rank 0's clock
         if fit == current or (fit > current and 2 * done > current):
             return
         grew = fit > current
@@ -200,8 +236,38 @@ class FitScheduleToBudget(L.Callback):
             trainer.should_stop = True
         else:
             self._apply(trainer, module)
-        info(f"time budget: an epoch {'now ' if grew else ''}takes {per_epoch / 60:.1f} min, so {self.epochs} of "
-             f"{self.planned} epochs fit; training and its learning-rate schedule now end at epoch {self.epochs}")
+        train, val = self.pace()
+        info(f"time budget: an epoch {'now ' if grew else ''}takes {(train + val) / 60:.1f} min"
+             f"{' at full size' if self.cost else ''}, so {self.epochs} of {self.planned} epochs fit; "
+             f"training and its learning-rate schedule now end at epoch {self.epochs}")
+
+
+class ProgressiveResize(L.Callback):
+    """--progressive: each epoch's training crops, from ``start`` pixels up to the full training size
+    by the epoch the weight average starts (half-way without one), so that the early epochs, which
+    only set the weights on their way, cost less and the averaged ones see the full size. The side
+    follows the current plan, which the time budget may shorten."""
+
+    def __init__(self, start: int, average_from: float | None):
+        self.start = start
+        self.ramp = average_from if average_from is not None and average_from < 1 else 0.5
+        self.side: int | None = None
+
+    def sides(self, trainer, epochs: int) -> list[int]:
+        full = trainer.datamodule.train_side
+        return progressive_sides(self.start, full, epochs, int(self.ramp * epochs))
+
+    def cost(self, trainer, epoch: int, epochs: int) -> float:
+        """An epoch's training cost against a full-size one: its crops' area over the full crops'."""
+        return (self.sides(trainer, epochs)[epoch] / trainer.datamodule.train_side) ** 2
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        side = self.sides(trainer, trainer.fit_loop.max_epochs)[trainer.current_epoch]
+        if side != self.side:
+            trainer.datamodule.set_train_side(side)
+            self.side = side
+            if trainer.is_global_zero:
+                info(f"progressive resizing: epoch {trainer.current_epoch + 1} trains on {side} px crops")
 
 
 class RankReport(L.Callback):

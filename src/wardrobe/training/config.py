@@ -47,6 +47,9 @@ class FitConfig:
     image_size: int | None = fit_flag(None, "Input size in pixels (default: the model's).")
     train_size: int | None = fit_flag(None, "Train on random crops of this size (default: --image-size); smaller is "
                                             "faster and, with random-resized crops, matches object sizes at test (FixRes).")
+    progressive: int | None = fit_flag(None, "Progressive resizing: the training crops start this many pixels high "
+                                             "and grow to --train-size by the epoch the weight average starts "
+                                             "(half-way without one); early epochs cost less.")
     aspect: str | None = fit_flag(None, "The input's shape: width:height (3:4, or 0.75) or auto (the training "
                                         "photos' usual shape); --image-size and --train-size then give the side "
                                         "of a square of the same area, so a step costs the same (default: square).")
@@ -157,6 +160,12 @@ class FitConfig:
                                 "between 0.25 and 4")
         if self.train_size is not None and self.train_size < 16:
             raise WardrobeError(f"--train-size {self.train_size}: must be at least 16 pixels")
+        full = self.train_size or self.image_size  # None: the model's own size, known once it is built
+        if self.progressive is not None and (self.progressive < 16 or (full and self.progressive >= full)):
+            raise WardrobeError(f"--progressive {self.progressive}: must be at least 16 pixels and below the "
+                                f"training size{f' ({full})' if full else ''}")
+        if self.progressive and self.augment.crop_scale >= 1:
+            raise WardrobeError("--progressive grows random crops: use it with --crop-scale below 1")
         if self.head_init == "probe" and self.mode != "finetune":
             raise WardrobeError("--head-init probe needs a pretrained network: use it with --mode finetune")
         if self.head_epochs >= self.epochs:

@@ -4,6 +4,8 @@ pixel cache (``prepare_data``), train and validation datasets with their augment
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import numpy as np
 import torch
@@ -14,8 +16,8 @@ from wardrobe.data.sources import Dataset
 from wardrobe.errors import WardrobeError
 from wardrobe.settings import default_workers
 from wardrobe.training.augment import eval_transform, train_transform
-from wardrobe.training.config import LONG_TAIL_RATIO, SAMPLER_EXPONENTS, FitConfig
-from wardrobe.transforms import Preprocess
+from wardrobe.training.config import LONG_TAIL_RATIO, SAMPLER_EXPONENTS, FitConfig, equal_area_height
+from wardrobe.transforms import Preprocess, shape_for
 from wardrobe.ui import info, warn
 
 
@@ -65,7 +67,11 @@ class PhotoDataModule(L.LightningDataModule):
         if missing:
             raise WardrobeError(f"{self.ds.name}: class {', '.join(map(repr, missing))} has no usable training photo")
         self.train_set = self._dataset(self.train_ids, train_transform(self.cfg.augment, self.pre,
-                                                                      self.cfg.train_height(self.pre.aspect)))
+                                                                      self.cfg.train_height(self.pre.aspect),
+                                                                      growing=bool(self.cfg.progressive)))
+        # the side of the square of the full training crops' area: where progressive resizing ends
+        self.train_side = round(math.sqrt(math.prod(self.train_set.transform.transforms[0].size))) \
+            if self.cfg.progressive else None
         self.val_set = self._dataset(self.val_ids, eval_transform(self.pre)) if self.val_ids else None
         self.sampler_used = resolve_sampler(self.cfg.sampler, self.train_counts,
                                             self.cfg.balance)
@@ -73,6 +79,12 @@ class PhotoDataModule(L.LightningDataModule):
             info(f"sampler: {self.sampler_used} (--sampler auto: square-root sampling when the largest class has "
                  f"{LONG_TAIL_RATIO}x the photos of the smallest)")
         self.sampler = make_sampler(self.labels[self.train_ids], k, self.cfg)
+
+    def set_train_side(self, side: int) -> None:
+        """Progressive resizing: from the next batch on, training crops of the area of a ``side`` square
+        (at the input's aspect), in the loader's workers too."""
+        crop = self.train_set.transform.transforms[0]
+        crop.size = shape_for(equal_area_height(side, self.pre.aspect), self.pre.aspect)
 
     def _dataset(self, ids: list[int], transform):
         if self.cache is not None:

@@ -25,7 +25,14 @@ from wardrobe.models.registry import SCRATCH_MODELS, create_backbone
 from wardrobe.models.weights import torch_load_tensors
 from wardrobe.settings import quiet
 from wardrobe.training.averaging import EpochAverage, MovingAverage
-from wardrobe.training.callbacks import EpochLog, FitScheduleToBudget, OverfitWarning, RankReport, ValidationScores
+from wardrobe.training.callbacks import (
+    EpochLog,
+    FitScheduleToBudget,
+    OverfitWarning,
+    ProgressiveResize,
+    RankReport,
+    ValidationScores,
+)
 from wardrobe.training.config import LONG_TAIL_RATIO, FitConfig
 from wardrobe.training.datamodule import PhotoDataModule, imbalance_of, loader
 from wardrobe.training.frozen import FinishedNetwork, env_fast_path
@@ -183,8 +190,11 @@ def _graded(scores: ValidationScores, probs: np.ndarray, data: PhotoDataModule, 
 
 def _optional_callbacks(cfg: FitConfig, has_val: bool) -> list:
     out = []
+    grow = ProgressiveResize(cfg.progressive, cfg.average_from) if cfg.progressive else None
+    if grow is not None:
+        out.append(grow)
     if cfg.max_minutes and cfg.scheduler in ANNEALED:
-        out.append(FitScheduleToBudget(cfg.max_minutes * 60))
+        out.append(FitScheduleToBudget(cfg.max_minutes * 60, cost=grow.cost if grow else None))
     if cfg.ema:
         # Validation, checkpoints (best.ckpt's state_dict) and the saved model all see the averaged
         # weights; the raw ones travel in the checkpoint too, so --resume continues both.
