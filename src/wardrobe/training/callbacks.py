@@ -205,9 +205,9 @@ class FitScheduleToBudget(L.Callback):
         later = slice(1 if n > 1 else 0, None)
         return float(np.median(train[later])), float(np.median(vals[later]))
 
-    def _fit(self, trainer, done: int, left: float) -> int:
-        """The most epochs (up to the epochs asked for) whose remaining ones fit in ``left`` seconds."""
-        train, val = self.pace()
+    def _fit(self, trainer, done: int, left: float, train: float, val: float) -> int:
+        """The most epochs (up to the epochs asked for) whose remaining ones fit in ``left`` seconds, a
+        full-size epoch taking ``train`` + ``val`` seconds."""
         cost = self.cost or (lambda trainer, epoch, epochs: 1.0)
         n = done
         while n < self.planned and self.margin * sum(
@@ -226,7 +226,8 @@ class FitScheduleToBudget(L.Callback):
         self.ends = [*self.ends[:done - 1], timer.time_elapsed("train")]
         self.vals = [*self.vals[:done - 1], self._val]
         self.costs = [*self.costs[:done - 1], self.cost(trainer, done - 1, current) if self.cost else 1.0]
-        fit = self._fit(trainer, done, self.budget - self.ends[-1])
+        train, val = self.pace()
+        fit = self._fit(trainer, done, self.budget - self.ends[-1], train, val)
         fit = trainer.strategy.broadcast(fit, 0)  # every rank follows rank 0's clock
         if fit == current or (fit > current and 2 * done > current):
             return
@@ -236,7 +237,6 @@ class FitScheduleToBudget(L.Callback):
             trainer.should_stop = True
         else:
             self._apply(trainer, module)
-        train, val = self.pace()
         info(f"time budget: an epoch {'now ' if grew else ''}takes {(train + val) / 60:.1f} min"
              f"{' at full size' if self.cost else ''}, so {self.epochs} of {self.planned} epochs fit; "
              f"training and its learning-rate schedule now end at epoch {self.epochs}")
