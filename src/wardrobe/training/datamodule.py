@@ -69,9 +69,9 @@ class PhotoDataModule(L.LightningDataModule):
         self.train_set = self._dataset(self.train_ids, train_transform(self.cfg.augment, self.pre,
                                                                       self.cfg.train_height(self.pre.aspect),
                                                                       growing=bool(self.cfg.progressive)))
-        # the side of the square of the full training crops' area: where progressive resizing ends
-        self.train_side = round(math.sqrt(math.prod(self.train_set.transform.transforms[0].size))) \
-            if self.cfg.progressive else None
+        # progressive resizing's crop, and the side of the square of the full crops' area, where it ends
+        self.train_crop = self.train_set.transform.transforms[0] if self.cfg.progressive else None
+        self.train_side = round(math.sqrt(math.prod(self.train_crop.size))) if self.train_crop else None
         self.val_set = self._dataset(self.val_ids, eval_transform(self.pre)) if self.val_ids else None
         self.sampler_used = resolve_sampler(self.cfg.sampler, self.train_counts,
                                             self.cfg.balance)
@@ -83,8 +83,7 @@ class PhotoDataModule(L.LightningDataModule):
     def set_train_side(self, side: int) -> None:
         """Progressive resizing: from the next batch on, training crops of the area of a ``side`` square
         (at the input's aspect), in the loader's workers too."""
-        crop = self.train_set.transform.transforms[0]
-        crop.size = shape_for(equal_area_height(side, self.pre.aspect), self.pre.aspect)
+        self.train_crop.size = shape_for(equal_area_height(side, self.pre.aspect), self.pre.aspect)
 
     def _dataset(self, ids: list[int], transform):
         if self.cache is not None:
