@@ -22,14 +22,20 @@ from wardrobe.data.hashing import hash_file, near_pairs
 from wardrobe.data.presets import dataset_root
 
 
+def _rows(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path, help="folder to write (it gets a clothing-dataset/ inside)")
     ap.add_argument("--no-kids", action="store_true", help="leave out the rows images.csv marks as kids' clothes")
     args = ap.parse_args()
     src = dataset_root()
-    full = list(csv.DictReader((src / "images.csv").open()))
-    top = list(csv.DictReader((src / "top10-split.csv").open()))
+    if (args.out / "clothing-dataset" / "top10-split.csv").exists():
+        raise SystemExit(f"{args.out / 'clothing-dataset' / 'top10-split.csv'}: already there; choose another folder")
+    full, top = (_rows(src / name) for name in ("images.csv", "top10-split.csv"))
     listed = {r["image"] for r in top}
     classes = {r["label"] for r in top}
     files = {p.stem for p in (src / "images").glob("*.jpg")}
