@@ -16,10 +16,10 @@ import os
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
-from wardrobe.data.hashing import hash_file, near_pairs
+from wardrobe.data.fingerprints import split_leakage
+from wardrobe.data.hashing import PHASH_THRESHOLD, THUMB_SIMILARITY
 from wardrobe.data.presets import dataset_root
+from wardrobe.data.sources import Record
 
 
 def _rows(path: Path) -> list[dict]:
@@ -42,12 +42,13 @@ def main() -> None:
     extra = [r for r in full if r["label"].lower() in classes and r["image"] not in listed and r["image"] in files]
     if args.no_kids:
         extra = [r for r in extra if r["kids"] == "False"]
-    val = [r for r in top if r["split"] == "validation"]
-    hashes = [hash_file(src / "images" / f"{r['image']}.jpg") for r in val + extra]
-    pairs = near_pairs([h[0] for h in hashes], np.stack([h[2] for h in hashes]))
-    n = len(val)
-    near_val = {max(i, j) - n for i, j in pairs if (i < n) != (j < n)}
-    added = [r for k, r in enumerate(extra) if k not in near_val]
+    path = {r["image"]: src / "images" / f"{r['image']}.jpg" for r in top + extra}
+    records = [Record(path[r["image"]], r["label"], "validation") for r in top if r["split"] == "validation"]
+    records += [Record(path[r["image"]], r["label"].lower(), "train") for r in extra]
+    # the audit's rule, looser than the train-time warning's: a doubtful pair costs one training photo
+    leak = split_leakage(records, phash_threshold=PHASH_THRESHOLD, min_similarity=THUMB_SIMILARITY)
+    near_val = {a for a, _ in leak["exact"] + leak["near"]}
+    added = [r for r in extra if str(path[r["image"]]) not in near_val]
     root = args.out / "clothing-dataset"
     root.mkdir(parents=True, exist_ok=True)
     if not (root / "images").exists():
