@@ -72,6 +72,10 @@ class FitConfig:
     adjust_min_ratio: float = fit_flag(0.0, "With --logit-adjust: adjust only when the largest training class has at "
                                             "least this many times the photos of the smallest (the best preset: 10).")
     focal_gamma: float = fit_flag(2.0, "Focusing parameter of the focal loss.")
+    self_distill: float = fit_flag(0.0, "Progressive self-distillation (PS-KD): each training photo's target mixes "
+                                        "its label with the network's own last prediction for it, that share "
+                                        "growing from 0 to this by the end of training (e.g. 0.8; 0: labels "
+                                        "alone). Softens labels the network keeps finding ambiguous; ce loss only.")
     sampler: str = fit_flag("none", "none, balanced (each class equally likely), sqrt (a class drawn in "
                                      "proportion to the square root of its count), root4 (the fourth root) or "
                                      "auto (sqrt when the largest class has 10x the photos of the smallest).")
@@ -141,6 +145,11 @@ class FitConfig:
             raise WardrobeError(f"--l2sp {self.l2sp}: must be in [0, 100), e.g. 1.0 (0: decay towards zero)")
         if self.l2sp and self.mode != "finetune":
             raise WardrobeError("--l2sp needs pretrained weights to pull towards: use it with --mode finetune")
+        if not 0 <= self.self_distill < 1:
+            raise WardrobeError(f"--self-distill {self.self_distill}: must be in [0, 1), e.g. 0.8 (0: labels alone)")
+        if self.self_distill and (self.loss != "ce" or self.augment.mix > 0):
+            raise WardrobeError("--self-distill mixes soft targets into the plain cross-entropy: use it with --loss ce "
+                                "and without MixUp / CutMix")
         if not 0 < self.layer_decay <= 1:
             raise WardrobeError(f"--layer-decay {self.layer_decay}: must be in (0, 1], e.g. 0.7 (1: none)")
         for name, decay in (("--ema", self.ema), ("--ema-long-tail", self.ema_long_tail)):

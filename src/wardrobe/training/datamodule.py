@@ -17,6 +17,7 @@ from wardrobe.errors import WardrobeError
 from wardrobe.settings import default_workers
 from wardrobe.training.augment import eval_transform, train_transform
 from wardrobe.training.config import LONG_TAIL_RATIO, SAMPLER_EXPONENTS, FitConfig, equal_area_height
+from wardrobe.training.selfdistill import Indexed
 from wardrobe.transforms import Preprocess, shape_for
 from wardrobe.ui import info, warn
 
@@ -96,7 +97,9 @@ class PhotoDataModule(L.LightningDataModule):
         return self._dataset(self.train_ids, eval_transform(self.pre))
 
     def train_dataloader(self) -> DataLoader:
-        return loader(self.train_set, self.cfg.batch_size, self.workers, shuffle=True, sampler=self.sampler)
+        # self-distillation remembers a prediction per photo: its batches say which photos they hold
+        dataset = Indexed(self.train_set) if self.cfg.self_distill else self.train_set
+        return loader(dataset, self.cfg.batch_size, self.workers, shuffle=True, sampler=self.sampler)
 
     def val_dataloader(self):
         # No validation split (--val-ratio 0): every photo trains and the last epoch is the model.

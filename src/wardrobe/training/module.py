@@ -14,6 +14,7 @@ from wardrobe.training.frozen import env_fast_path, forward_rest, make_prefix
 from wardrobe.training.losses import make_loss
 from wardrobe.training.mixing import BatchMixer, mixed_loss
 from wardrobe.training.schedules import ANNEALED, HOLD_FROM, SchedulePlan
+from wardrobe.training.selfdistill import SelfDistiller
 
 
 class ClassifierModule(L.LightningModule):
@@ -37,12 +38,16 @@ class ClassifierModule(L.LightningModule):
         # L2-SP: the backbone's weights as they start (pretrained), taken here so that --resume
         # keeps pulling towards them rather than towards the checkpoint's
         self.anchors = {id(p): p.detach().clone() for p in self.backbone_params} if cfg.l2sp else {}
+        self.distiller: SelfDistiller | None = None  # --self-distill: made in setup() from the training labels
 
     def setup(self, stage: str) -> None:
         if self.loss_fn is None:
             cfg = self.cfg
             self.loss_fn = make_loss(cfg.loss, self.trainer.datamodule.train_labels, self.num_classes,
                                      cfg.label_smoothing, cfg.focal_gamma)
+        if self.cfg.self_distill and self.distiller is None:
+            self.distiller = SelfDistiller(torch.as_tensor(self.trainer.datamodule.train_labels), self.num_classes,
+                                           self.cfg.self_distill, self.cfg.label_smoothing)
 
     # -- freezing -------------------------------------------------------------------------------
     def frozen_stages(self, epoch: int) -> list[nn.Module]:
@@ -89,9 +94,14 @@ class ClassifierModule(L.LightningModule):
         return self.model(x.contiguous(memory_format=torch.channels_last))
 
     def training_step(self, batch, _):
-        x, y, y_other, lam = self.mixer(*batch)
-        logits = self(x)
-        loss = mixed_loss(self.loss_fn, logits, y, y_other, lam)
+        if self.distiller is not None:  # (x, y, photo index); no mixing (FitConfig.validate)
+            x, y, idx = batch
+            logits = self(x)
+            loss = self.distiller.loss(logits, y, idx, self.training_progress())
+        else:
+            x, y, y_other, lam = self.mixer(*batch)
+            logits = self(x)
+            loss = mixed_loss(self.loss_fn, logits, y, y_other, lam)
         self.train_acc(logits.detach(), y)
         self.train_f1(logits.detach(), y)
         n = len(y)
@@ -99,6 +109,22 @@ class ClassifierModule(L.LightningModule):
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=n)
         self.log("train_f1_macro", self.train_f1, on_step=False, on_epoch=True, batch_size=n)
         return loss
+
+    def training_progress(self) -> float:
+        """How far training is, 0 to 1: through the learning-rate schedule's steps (which follow the
+        time budget's cut), else through the epochs."""
+        if self.schedule_plan is not None:
+            return self.global_step / max(1, self.schedule_plan.total_steps - 1)
+        return self.current_epoch / max(1, self.trainer.max_epochs - 1)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.distiller is not None:  # --resume carries on with the remembered predictions
+            checkpoint["self_distill"] = self.distiller.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Lightning restores after setup(), so the distiller exists by now
+        if self.distiller is not None and isinstance(checkpoint.get("self_distill"), dict):
+            self.distiller.load_state_dict(checkpoint["self_distill"])
 
     def validation_step(self, batch, _):
         x, y = batch
